@@ -1,0 +1,3 @@
+from grokscope.cli import main
+
+raise SystemExit(main())

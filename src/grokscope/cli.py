@@ -1,0 +1,121 @@
+"""`grokscope <verb>`: a thin shell over the Python API. User errors print one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from grokscope.errors import GrokscopeError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _config_from_args(spec: str, overrides: list[str], steps: int | None):
+    from grokscope.config import apply_overrides, from_dict
+    from grokscope.presets import load_preset_or_file
+
+    data = load_preset_or_file(spec)
+    if steps is not None:
+        overrides = [*overrides, f"train.steps={steps}"]
+    return from_dict(apply_overrides(data, overrides))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from grokscope.train import train
+
+    config = _config_from_args(args.config, args.set, args.steps)
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    result = train(config, out, overwrite=args.overwrite, progress=not args.quiet)
+    _print_result(result)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from grokscope.train import resume
+
+    result = resume(args.dir, steps=args.steps, progress=not args.quiet)
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
+    row = result.last_metrics
+    summary = ", ".join(f"{k} {row[k]:.4g}" for k in ("train_loss", "test_loss", "test_acc") if k in row)
+    print(f"{result.run.path}: step {result.step} ({result.reason}); {summary}")
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from grokscope.presets import preset_names, preset_summary
+
+    names = preset_names()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {preset_summary(name)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from grokscope.demo import run_demo
+
+    run_demo(Path(args.out), preset=args.preset, overwrite=args.overwrite, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grokscope", description=__doc__)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("train", help="train a preset or a TOML config into a run folder")
+    p.add_argument("config", metavar="PRESET|CONFIG_FILE")
+    p.add_argument("--out", help="run folder (default runs/<name>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    p.add_argument("--steps", type=int, help="total training steps")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("resume", help="continue a stopped run from its saved state")
+    p.add_argument("dir")
+    p.add_argument("--steps", type=int, help="continue to this many total steps")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=cmd_resume)
+
+    p = sub.add_parser("presets", help="list the named configurations")
+    p.set_defaults(handler=cmd_presets)
+
+    p = sub.add_parser("demo", help="train the mainline run until it groks, then write its report")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--preset", default="mainline")
+    p.add_argument("--overwrite", action="store_true", help="start again even if the folder exists")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=cmd_demo)
+
+    for register in _feature_verbs():
+        register(sub)
+    return parser
+
+
+def _feature_verbs() -> list[Callable]:
+    """Verbs contributed by feature packages (analysis, addition eval, probes, sweeps, ...)."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except GrokscopeError as e:
+        from grokscope.train import Interrupted
+
+        print(f"grokscope: {e}", file=sys.stderr)
+        return 130 if isinstance(e, Interrupted) else 2
+    except KeyboardInterrupt:
+        print("grokscope: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The demo: train the mainline run until it groks, then analyse it and write its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grokscope.config import apply_overrides, from_dict
+from grokscope.presets import load_preset_or_file
+from grokscope.train import RunFolder, resume, train
+
+
+def run_demo(out: Path, preset: str = "mainline", overwrite: bool = False, progress: bool = True) -> Path:
+    """Train (or finish training) `preset` in `out`; returns the run folder."""
+    if (out / "config.toml").is_file() and not overwrite:
+        print(f"continuing the demo run in {out}")
+        result = resume(out, progress=progress)
+    else:
+        config = from_dict(apply_overrides(load_preset_or_file(preset), []))
+        result = train(config, out, overwrite=overwrite, progress=progress)
+    row = result.last_metrics
+    print(f"{out}: trained to step {result.step}; test accuracy {row.get('test_acc', float('nan')):.4f}")
+    return RunFolder(out).path

@@ -1,0 +1,217 @@
+"""A small decoder-only transformer with TransformerLens names, shapes and hook points.
+
+`model(tokens, positions=[2])` computes logits only at the listed positions: the last block's
+attention queries, MLP and unembedding run there alone, which is all a loss at those positions
+needs. Without hooks, layer 0's query/key/value projections are read from a table computed once
+per (token, position) pair instead of once per example, since that is all they depend on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grokscope.config import ModelConfig
+from grokscope.model.hooks import HookedRootModule, HookPoint
+from grokscope.model.positional import build_positional
+
+
+def _randn(generator: torch.Generator, *shape: int, scale: float) -> nn.Parameter:
+    return nn.Parameter(torch.randn(*shape, generator=generator) * scale)
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.b = nn.Parameter(torch.zeros(d_model))
+        self.eps = eps
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x, x.shape[-1:], eps=self.eps)
+        return self.hook_normalized(x) * self.w + self.b
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, g: torch.Generator):
+        super().__init__()
+        H, d, dh = cfg.n_heads, cfg.d_model, cfg.d_head
+        s = 1 / math.sqrt(d)
+        self.W_Q = _randn(g, H, d, dh, scale=s)
+        self.W_K = _randn(g, H, d, dh, scale=s)
+        self.W_V = _randn(g, H, d, dh, scale=s)
+        self.W_O = _randn(g, H, dh, d, scale=s)
+        if cfg.attn_bias:
+            self.b_Q = nn.Parameter(torch.zeros(H, dh))
+            self.b_K = nn.Parameter(torch.zeros(H, dh))
+            self.b_V = nn.Parameter(torch.zeros(H, dh))
+            self.b_O = nn.Parameter(torch.zeros(d))
+        self.has_bias = cfg.attn_bias
+        self.d_head = dh
+        for name in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z"):
+            setattr(self, name, HookPoint())
+
+    def project(self, x: torch.Tensor, which: str) -> torch.Tensor:
+        """x [..., d_model] -> [..., n_heads, d_head] through W_Q, W_K or W_V."""
+        out = torch.einsum("...d,hde->...he", x, getattr(self, f"W_{which}"))
+        return out + getattr(self, f"b_{which}") if self.has_bias else out
+
+    def forward(
+        self,
+        q: torch.Tensor,  # [B, Tq, H, dh]
+        k: torch.Tensor,  # [B, T, H, dh]
+        v: torch.Tensor,  # [B, T, H, dh]
+        q_pos: torch.Tensor,  # [Tq]
+        pe,
+    ) -> torch.Tensor:
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        k_pos = torch.arange(k.shape[1], device=k.device)
+        q, k = pe.rotate(q, q_pos), pe.rotate(k, k_pos)
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
+        bias = pe.score_bias(q_pos, k_pos)
+        if bias is not None:
+            scores = scores + bias
+        causal = k_pos[None, :] > q_pos[:, None]
+        scores = self.hook_attn_scores(scores.masked_fill(causal, float("-inf")))
+        pattern = self.hook_pattern(scores.softmax(dim=-1))
+        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        out = torch.einsum("bqhe,hed->bqd", z, self.W_O)
+        return out + self.b_O if self.has_bias else out
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig, g: torch.Generator):
+        super().__init__()
+        s = 1 / math.sqrt(cfg.d_model)
+        self.W_in = _randn(g, cfg.d_model, cfg.d_mlp, scale=s)
+        self.W_out = _randn(g, cfg.d_mlp, cfg.d_model, scale=s)
+        if cfg.mlp_bias:
+            self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
+            self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
+        self.has_bias = cfg.mlp_bias
+        self.act = F.relu if cfg.act == "relu" else F.gelu
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = x @ self.W_in
+        if self.has_bias:
+            pre = pre + self.b_in
+        post = self.hook_post(self.act(self.hook_pre(pre)))
+        out = post @ self.W_out
+        return out + self.b_out if self.has_bias else out
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig, g: torch.Generator):
+        super().__init__()
+        self.ln1 = LayerNorm(cfg.d_model) if cfg.layer_norm else nn.Identity()
+        self.attn = Attention(cfg, g)
+        self.attn_only = cfg.attn_only
+        if not cfg.attn_only:
+            self.ln2 = LayerNorm(cfg.d_model) if cfg.layer_norm else nn.Identity()
+            self.mlp = MLP(cfg, g)
+        for name in (
+            "hook_resid_pre",
+            "hook_attn_out",
+            "hook_resid_mid",
+            "hook_mlp_out",
+            "hook_resid_post",
+        ):
+            setattr(self, name, HookPoint())
+
+    def forward(self, resid_pre: torch.Tensor, q_pos: torch.Tensor, pe, qkv=None) -> torch.Tensor:
+        """resid_pre [B, T, d] -> resid_post [B, Tq, d] at the query positions `q_pos`."""
+        resid_pre = self.hook_resid_pre(resid_pre)
+        resid_q = resid_pre[:, q_pos]
+        if qkv is None:
+            x = self.ln1(resid_pre)
+            qkv = (
+                self.attn.project(x[:, q_pos], "Q"),
+                self.attn.project(x, "K"),
+                self.attn.project(x, "V"),
+            )
+        attn_out = self.hook_attn_out(self.attn(*qkv, q_pos=q_pos, pe=pe))
+        resid_mid = self.hook_resid_mid(resid_q + attn_out)
+        if self.attn_only:
+            return self.hook_resid_post(resid_mid)
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
+        return self.hook_resid_post(resid_mid + mlp_out)
+
+
+class Transformer(HookedRootModule):
+    """Parameters `embed.W_E`, `pos_embed.W_pos`, `blocks.{i}.attn.W_Q`, ..., `unembed.W_U`."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0):
+        super().__init__()
+        if min(cfg.d_vocab, cfg.d_vocab_out, cfg.n_ctx) < 1:
+            raise ValueError("resolve d_vocab, d_vocab_out and n_ctx (from the task) before building")
+        self.cfg = cfg
+        g = torch.Generator().manual_seed(seed)
+        self.embed = nn.Module()
+        self.embed.W_E = _randn(g, cfg.d_vocab, cfg.d_model, scale=1 / math.sqrt(cfg.d_model))
+        self.pos_embed = build_positional(cfg.pos, cfg.n_ctx, cfg.d_model, g)
+        self.blocks = nn.ModuleList(TransformerBlock(cfg, g) for _ in range(cfg.n_layers))
+        self.ln_final = LayerNorm(cfg.d_model) if cfg.layer_norm else nn.Identity()
+        self.unembed = nn.Module()
+        self.unembed.W_U = _randn(g, cfg.d_model, cfg.d_vocab_out, scale=1 / math.sqrt(cfg.d_vocab))
+        if cfg.unembed_bias:
+            self.unembed.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out))
+        self.hook_embed = HookPoint()
+        self.hook_pos_embed = HookPoint()
+        self.setup_hooks()
+
+    def forward(
+        self, tokens: torch.Tensor, positions: list[int] | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits [batch, len(positions), d_vocab_out]; all positions when `positions` is None."""
+        B, T = tokens.shape
+        all_pos = torch.arange(T, device=tokens.device)
+        out_pos = all_pos if positions is None else torch.as_tensor(positions, device=tokens.device)
+        n_blocks = len(self.blocks)
+        pos_table = self.pos_embed.residual(T)
+        use_table = (
+            not self._hooks_active
+            and n_blocks > 0
+            and self.pos_embed.absolute_only
+            and self.cfg.d_vocab * T < B * T
+        )
+        if use_table:
+            resid, qkv = self._layer0_from_table(tokens, pos_table, out_pos if n_blocks == 1 else all_pos)
+        else:
+            resid = self.hook_embed(self.embed.W_E[tokens])
+            if pos_table is not None:
+                resid = resid + self.hook_pos_embed(pos_table.expand(B, -1, -1))
+            qkv = None
+        for i, block in enumerate(self.blocks):
+            q_pos = out_pos if i == n_blocks - 1 else all_pos
+            resid = block(resid, q_pos, self.pos_embed, qkv=qkv if i == 0 else None)
+        if n_blocks == 0:
+            resid = resid[:, out_pos]
+        logits = self.ln_final(resid) @ self.unembed.W_U
+        return logits + self.unembed.b_U if self.cfg.unembed_bias else logits
+
+    def _layer0_from_table(self, tokens: torch.Tensor, pos_table: torch.Tensor | None, q_pos: torch.Tensor):
+        """Layer 0's residual input and q/k/v, gathered from per-(token, position) tables."""
+        T = tokens.shape[1]
+        table = self.embed.W_E[:, None, :].expand(-1, T, -1)
+        if pos_table is not None:
+            table = table + pos_table[None]
+        table = table.reshape(-1, self.cfg.d_model)  # row = token * T + position
+        ids = tokens * T + torch.arange(T, device=tokens.device)
+        block = self.blocks[0]
+        x = block.ln1(table)
+        attn = block.attn
+        q = attn.project(x, "Q")[ids[:, q_pos]]
+        k = attn.project(x, "K")[ids]
+        v = attn.project(x, "V")[ids]
+        # resid_pre is only read at the query positions when the table path is on.
+        resid = table[ids]
+        return resid, (q, k, v)
+
+    def param_names(self) -> list[str]:
+        return [n for n, _ in self.named_parameters()]

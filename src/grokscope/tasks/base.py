@@ -1,0 +1,73 @@
+"""What every task gives the trainer: token batches, loss targets, a split, metadata.
+
+A task reads its answer at fixed *loss positions* (e.g. the `=` token of `a b =`), so the model
+only computes logits where the loss looks. `targets[:, k]` is the label for the logits at
+`loss_positions[k]`; `mask` marks which of those count (None: all).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # [batch, n_ctx] int64
+    targets: torch.Tensor  # [batch, n_loss_positions] int64
+    mask: torch.Tensor | None = None  # [batch, n_loss_positions] bool; None = every position
+    meta: dict[str, torch.Tensor] = field(default_factory=dict)  # per-example labels, e.g. carries
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def select(self, index: torch.Tensor) -> Batch:
+        return Batch(
+            self.tokens[index],
+            self.targets[index],
+            None if self.mask is None else self.mask[index],
+            {k: v[index] for k, v in self.meta.items()},
+        )
+
+
+class Task(ABC):
+    """A task family instance: vocabulary, context, loss positions, data and split."""
+
+    d_vocab: int
+    d_vocab_out: int
+    n_ctx: int
+    loss_positions: list[int]
+
+    @abstractmethod
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
+        """The batch trained on at `step`: a pure function of (step, batch_size, seed)."""
+
+    @abstractmethod
+    def eval_sets(self) -> dict[str, Batch]:
+        """Named evaluation sets; `train` and `test` at least."""
+
+    @abstractmethod
+    def split_arrays(self) -> dict[str, np.ndarray]:
+        """What must be saved in the run folder to reproduce the exact split."""
+
+    @abstractmethod
+    def check_split(self, arrays: dict[str, np.ndarray]) -> None:
+        """Raise GrokscopeError if saved split arrays differ from this task's."""
+
+    def token_names(self) -> list[str]:
+        return [str(i) for i in range(self.d_vocab)]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A generator whose state depends only on (seed, step), so that resume needs no RNG state."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+
+
+def minibatch_indices(n: int, step: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Indices of the training examples used at `step` (full batch when batch_size is 0 or >= n)."""
+    if batch_size <= 0 or batch_size >= n:
+        return torch.arange(n)
+    return torch.randint(0, n, (batch_size,), generator=step_generator(seed, step))

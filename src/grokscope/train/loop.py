@@ -1,0 +1,261 @@
+"""The training loop: one function to start a run, one to resume it, bit-exact either way.
+
+The batch at step s is a pure function of (seed, s), and the state file holds everything else
+(weights, optimizer moments, Grokfast EMA, step), so a run stopped at any instant and resumed from
+its last state retraces exactly the steps an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from grokscope.config import RunConfig, dumps_toml
+from grokscope.errors import GrokscopeError
+from grokscope.loading import build, load_weights
+from grokscope.model import Transformer
+from grokscope.tasks import Task
+from grokscope.train.evaluate import autocast, evaluate, loss_and_stats
+from grokscope.train.optim import Grokfast, build_optimizer, lr_at
+from grokscope.train.run_folder import RunFolder, atomic_write_text
+
+
+class Interrupted(GrokscopeError):
+    """Training was stopped by a signal after saving its state."""
+
+
+@dataclass
+class TrainResult:
+    run: RunFolder
+    step: int
+    reason: str  # "steps", "stop_at_test_acc", "stop_at_test_loss"
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def train(config: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Create a run folder at `out` and train `config` in it."""
+    task, model = build(config)
+    run = RunFolder.create(out, config, overwrite=overwrite)
+    run.write_split(task.split_arrays())
+    return Trainer(run, config, task, model).run(progress=progress)
+
+
+def resume(path: str | Path, steps: int | None = None, progress: bool = True) -> TrainResult:
+    """Continue the run in `path` from its last saved state, to `steps` total steps if given."""
+    run = RunFolder.open(path)
+    config = run.config()
+    task, model = build(config)
+    split = run.read_split()
+    if split is None:
+        run.write_split(task.split_arrays())
+    else:
+        task.check_split(split)
+    trainer = Trainer(run, config, task, model)
+    state = run.load_state()
+    if state is not None:
+        trainer.restore(*state)
+    if steps is not None and steps != config.train.steps:
+        if steps < trainer.step:
+            raise GrokscopeError(f"{run.path} is already at step {trainer.step}; --steps must be >= that")
+        config.train.steps = steps
+        raw = run.raw_config()
+        raw["train"]["steps"] = steps
+        atomic_write_text(run.path / "config.toml", dumps_toml(raw))
+        if trainer.finished_reason.startswith("stop_at"):
+            trainer.early_stop = False  # the user asked for more steps past an early stop
+    elif trainer.finished_reason:
+        return TrainResult(run, trainer.step, trainer.finished_reason, (run.read_metrics() or [{}])[-1])
+    run.truncate_metrics(before_step=trainer.step)
+    return trainer.run(progress=progress)
+
+
+class Trainer:
+    def __init__(self, run: RunFolder, config: RunConfig, task: Task, model: Transformer):
+        self.run_folder, self.config, self.task, self.model = run, config, task, model
+        self.cfg = config.train
+        self.params = dict(model.named_parameters())
+        self.optimizer = build_optimizer(list(self.params.values()), self.cfg)
+        self.grokfast = Grokfast(self.cfg.grokfast, self.params) if self.cfg.grokfast.enabled else None
+        self.step = 0
+        self.elapsed_s = 0.0
+        self.finished_reason = ""
+        self.early_stop = True
+        self._stop_signal: str | None = None
+
+    # ------------------------------------------------------------------ state
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"model.{n}": p for n, p in self.params.items()}
+        for i, s in self.optimizer.state_dict()["state"].items():
+            tensors.update({f"optim.{i}.{k}": v for k, v in s.items() if torch.is_tensor(v)})
+        if self.grokfast:
+            tensors.update({f"grokfast.{n}": v for n, v in self.grokfast.ema.items()})
+        return tensors
+
+    def save_state(self, elapsed_s: float) -> None:
+        sd = self.optimizer.state_dict()
+        info = {
+            "step": self.step,
+            "elapsed_s": elapsed_s,
+            "finished_reason": self.finished_reason,
+            "param_groups": sd["param_groups"],
+            "optim_scalars": {
+                str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in sd["state"].items()
+            },
+        }
+        self.run_folder.save_state(self.state_tensors(), info)
+
+    def restore(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        load_weights(
+            self.model,
+            {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+            "state file",
+        )
+        state: dict[int, dict[str, Any]] = {}
+        for key, v in tensors.items():
+            if key.startswith("optim."):
+                _, i, name = key.split(".", 2)
+                state.setdefault(int(i), {})[name] = v
+        for i, scalars in info.get("optim_scalars", {}).items():
+            state.setdefault(int(i), {}).update(scalars)
+        try:
+            self.optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+        except (ValueError, KeyError) as e:
+            raise GrokscopeError(
+                f"the state file of {self.run_folder.path} does not fit its config ({e})"
+            ) from None
+        if self.grokfast:
+            self.grokfast.ema = {k[9:]: v.clone() for k, v in tensors.items() if k.startswith("grokfast.")}
+        self.step = int(info["step"])
+        self.elapsed_s = float(info.get("elapsed_s", 0.0))
+        self.finished_reason = info.get("finished_reason", "")
+
+    # ------------------------------------------------------------------ loop
+    def run(self, progress: bool = True) -> TrainResult:
+        cfg, task, model, run = self.cfg, self.task, self.model, self.run_folder
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        total = cfg.steps
+        positions = task.loss_positions
+        evals = task.eval_sets()
+        full_batch = cfg.batch_size <= 0 or cfg.batch_size >= len(evals["train"])
+        self.finished_reason = ""
+        last_row: dict[str, Any] = {}
+        started = time.perf_counter() - self.elapsed_s
+        last_state_save = time.perf_counter()
+        model.train()
+        bar = tqdm(total=total, initial=self.step, disable=not progress, dynamic_ncols=True, leave=True)
+        with _catch_signals(self), bar:
+            while True:
+                s = self.step
+                at_end = s >= total
+                do_eval = at_end or cfg.eval.due(s)
+                train_stats = None
+                if not at_end:
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr_at(s, cfg)
+                    batch = task.train_batch(s, cfg.batch_size, self.config.seed)
+                    with autocast(cfg.precision):
+                        logits = model(batch.tokens, positions=positions)
+                    loss, stats = loss_and_stats(logits, batch)
+                    if do_eval and full_batch:
+                        train_stats = stats  # the full train set, at the weights after s updates
+                if do_eval:
+                    last_row = self._metrics_row(s, evals, train_stats, started)
+                    run.append_metrics(last_row)
+                    bar.set_postfix_str(_postfix(last_row), refresh=False)
+                    self.finished_reason = self._early_stop_reason(last_row)
+                stop = at_end or bool(self.finished_reason)
+                if stop or cfg.checkpoint.due(s):
+                    run.save_checkpoint(s, model.state_dict())
+                if stop:
+                    self.finished_reason = self.finished_reason or "steps"
+                    self.save_state(time.perf_counter() - started)
+                    break
+                if cfg.checkpoint.due(s) or time.perf_counter() - last_state_save > cfg.state_every_s:
+                    self.save_state(time.perf_counter() - started)
+                    last_state_save = time.perf_counter()
+                self._update(loss)
+                self.step += 1
+                bar.update(1)
+                if self._stop_signal:
+                    self.save_state(time.perf_counter() - started)
+                    raise Interrupted(
+                        f"stopped by {self._stop_signal} at step {self.step}; state saved. "
+                        f"Continue with: grokscope resume {run.path}"
+                    )
+        return TrainResult(run, self.step, self.finished_reason, last_row)
+
+    def _update(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grokfast:
+            self.grokfast.apply()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params.values(), self.cfg.grad_clip)
+        self.optimizer.step()
+
+    def _metrics_row(self, step: int, evals, train_stats, started: float) -> dict[str, Any]:
+        positions, precision = self.task.loss_positions, self.cfg.precision
+        self.model.eval()
+        row: dict[str, Any] = {"step": step}
+        for name, batch in evals.items():
+            stats = (
+                train_stats
+                if (name == "train" and train_stats is not None)
+                else evaluate(self.model, batch, positions, precision)
+            )
+            row.update({f"{name}_{k}": v for k, v in stats.items()})
+        self.model.train()
+        with torch.no_grad():
+            row["weight_norm_sq"] = sum(p.double().pow(2).sum() for p in self.params.values()).item()
+        row["lr"] = lr_at(step, self.cfg)
+        row["elapsed_s"] = round(time.perf_counter() - started, 3)
+        return row
+
+    def _early_stop_reason(self, row: dict[str, Any]) -> str:
+        if not self.early_stop:
+            return ""
+        if self.cfg.stop_at_test_acc is not None and row.get("test_acc", 0) >= self.cfg.stop_at_test_acc:
+            return "stop_at_test_acc"
+        if (
+            self.cfg.stop_at_test_loss is not None
+            and row.get("test_loss", float("inf")) <= self.cfg.stop_at_test_loss
+        ):
+            return "stop_at_test_loss"
+        return ""
+
+
+def _postfix(row: dict[str, Any]) -> str:
+    parts = []
+    for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        if key in row:
+            parts.append(f"{key}={row[key]:.3g}")
+    return " ".join(parts)
+
+
+@contextlib.contextmanager
+def _catch_signals(trainer: Trainer):
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step (then it saves and stops)."""
+
+    def handler(signum, frame):
+        trainer._stop_signal = signal.Signals(signum).name
+
+    old = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                old[sig] = signal.signal(sig, handler)
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+__all__ = ["train", "resume", "Trainer", "TrainResult", "Interrupted"]

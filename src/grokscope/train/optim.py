@@ -1,0 +1,46 @@
+"""Optimizers, the learning-rate warm-up and the Grokfast gradient filter."""
+
+from __future__ import annotations
+
+import torch
+
+from grokscope.config import GrokfastConfig, TrainConfig
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(
+            params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(
+            params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from 0, as in the paper (`min(step / 10, 1)`), then constant."""
+    if cfg.warmup_steps <= 0:
+        return cfg.lr
+    return cfg.lr * min(step / cfg.warmup_steps, 1.0)
+
+
+class Grokfast:
+    """EMA gradient filter: keep an EMA of each gradient and add `lamb` times it to the gradient."""
+
+    def __init__(self, cfg: GrokfastConfig, params: dict[str, torch.nn.Parameter]):
+        self.alpha, self.lamb = cfg.alpha, cfg.lamb
+        self.params = params
+        self.ema: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for name, p in self.params.items():
+            if p.grad is None:
+                continue
+            if name not in self.ema:
+                self.ema[name] = p.grad.clone()
+            else:
+                self.ema[name].mul_(self.alpha).add_(p.grad, alpha=1 - self.alpha)
+            p.grad.add_(self.ema[name], alpha=self.lamb)

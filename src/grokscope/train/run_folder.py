@@ -1,0 +1,253 @@
+"""The run folder: the contract between training and everything that reads a run.
+
+```
+DIR/config.toml        resolved config, with [meta] (format and library versions)
+DIR/split.safetensors  exact train/test membership (index arrays)
+DIR/checkpoints/step_000100.safetensors   weights after 100 updates
+DIR/state/state.safetensors               weights + optimizer + progress, for exact resume
+DIR/metrics.jsonl      one JSON object per evaluation
+DIR/analysis/  DIR/figures/  DIR/report.html
+```
+Every file is written to a temporary name and renamed into place, so a crash at any instant
+leaves either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import platform
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save as save_numpy
+from safetensors.torch import load as load_torch_bytes
+from safetensors.torch import save as save_torch
+
+import grokscope
+from grokscope.config import RunConfig, dumps_toml, from_dict, read_toml
+from grokscope.errors import GrokscopeError
+
+_CKPT = re.compile(r"step_(\d+)\.safetensors$")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file and rename; a full disk loses nothing."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise GrokscopeError(
+                f"disk full while writing {path}; everything written before is intact. "
+                "Free some space and resume."
+            ) from None
+        raise GrokscopeError(f"cannot write {path}: {e.strerror}") from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "grokscope": grokscope.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class RunFolder:
+    """Read and write one run folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(cls, path: str | Path, config: RunConfig, overwrite: bool = False) -> RunFolder:
+        run = cls(path)
+        if run.path.exists() and any(run.path.iterdir()):
+            if not overwrite:
+                raise GrokscopeError(
+                    f"{run.path} already exists and is not empty; choose another --out, "
+                    "resume it with `grokscope resume`, or pass --overwrite to replace it"
+                )
+            if not (run.path / "config.toml").is_file():
+                raise GrokscopeError(f"refusing to overwrite {run.path}: it is not a grokscope run folder")
+            shutil.rmtree(run.path)
+        run.path.mkdir(parents=True, exist_ok=True)
+        (run.path / "checkpoints").mkdir()
+        (run.path / "state").mkdir()
+        data = config.to_dict()
+        data["meta"] = {
+            "format_version": grokscope.RUN_FORMAT_VERSION,
+            "versions": library_versions(),
+        }
+        atomic_write_text(run.path / "config.toml", dumps_toml(data))
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunFolder:
+        run = cls(path)
+        if not run.path.is_dir():
+            raise GrokscopeError(f"no such run folder: {run.path}")
+        if not (run.path / "config.toml").is_file():
+            raise GrokscopeError(f"{run.path} is not a grokscope run folder (no config.toml)")
+        meta = run.meta()
+        version = meta.get("format_version")
+        if version != grokscope.RUN_FORMAT_VERSION:
+            raise GrokscopeError(
+                f"{run.path} was written by a grokscope with run-folder format {version!r}; this "
+                f"version reads format {grokscope.RUN_FORMAT_VERSION}. Use the grokscope version "
+                f"that wrote it ({meta.get('versions', {}).get('grokscope', 'unknown')})."
+            )
+        return run
+
+    def raw_config(self) -> dict[str, Any]:
+        return read_toml(self.path / "config.toml")
+
+    def meta(self) -> dict[str, Any]:
+        return self.raw_config().get("meta", {})
+
+    def config(self) -> RunConfig:
+        return from_dict(self.raw_config())
+
+    def subdir(self, name: str) -> Path:
+        d = self.path / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # ------------------------------------------------------------------ split
+    def write_split(self, arrays: dict[str, np.ndarray]) -> None:
+        arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        atomic_write_bytes(self.path / "split.safetensors", save_numpy(arrays))
+
+    def read_split(self) -> dict[str, np.ndarray] | None:
+        path = self.path / "split.safetensors"
+        if not path.is_file():
+            return None
+        try:
+            return load_numpy(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise GrokscopeError(f"{path} is corrupt ({e}); the run's split cannot be recovered") from None
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, step: int) -> Path:
+        return self.path / "checkpoints" / f"step_{step:07d}.safetensors"
+
+    def checkpoint_steps(self) -> list[int]:
+        d = self.path / "checkpoints"
+        if not d.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in d.iterdir() if (m := _CKPT.match(p.name)))
+
+    def save_checkpoint(self, step: int, weights: dict[str, torch.Tensor]) -> None:
+        data = save_torch(_contiguous(weights), metadata={"step": str(step)})
+        atomic_write_bytes(self.checkpoint_path(step), data)
+
+    def load_checkpoint(self, step: int | None = None) -> dict[str, torch.Tensor]:
+        """Weights at `step` (the last checkpoint when None)."""
+        steps = self.checkpoint_steps()
+        if not steps:
+            raise GrokscopeError(f"{self.path} has no checkpoints yet")
+        if step is None:
+            step = steps[-1]
+        if step not in steps:
+            raise GrokscopeError(f"{self.path} has no checkpoint at step {step}; it has {_summarize(steps)}")
+        return read_tensors(self.checkpoint_path(step))
+
+    def iter_checkpoints(
+        self, steps: list[int] | None = None
+    ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """Yield (step, weights) one checkpoint at a time, so memory does not grow with their number."""
+        for step in steps if steps is not None else self.checkpoint_steps():
+            yield step, self.load_checkpoint(step)
+
+    # ------------------------------------------------------------------ training state
+    def save_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        data = save_torch(_contiguous(tensors), metadata={"grokscope_state": json.dumps(info)})
+        atomic_write_bytes(self.path / "state" / "state.safetensors", data)
+
+    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        path = self.path / "state" / "state.safetensors"
+        if not path.is_file():
+            return None
+        tensors = read_tensors(path)
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                info = json.loads(f.metadata()["grokscope_state"])
+        except (KeyError, TypeError, json.JSONDecodeError, SafetensorError):
+            raise GrokscopeError(f"{path} is corrupt or not a grokscope state file") from None
+        return tensors, info
+
+    # ------------------------------------------------------------------ metrics
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        try:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise GrokscopeError(
+                    f"disk full while writing {self.metrics_path}; resume after freeing space"
+                ) from None
+            raise
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """All complete rows; a last line cut off by a crash is ignored."""
+        if not self.metrics_path.is_file():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def truncate_metrics(self, before_step: int) -> None:
+        """Keep only rows for steps before `before_step` (a resume recomputes the rest identically)."""
+        rows = [r for r in self.read_metrics() if r["step"] < before_step]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file (never unpickles); any damage becomes a clear error."""
+    try:
+        return load_torch_bytes(path.read_bytes())
+    except FileNotFoundError:
+        raise GrokscopeError(f"missing file: {path}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise GrokscopeError(f"{path} is corrupt or not a safetensors file ({e})") from None
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in tensors.items()}
+
+
+def _summarize(steps: list[int]) -> str:
+    if len(steps) <= 6:
+        return "steps " + ", ".join(map(str, steps))
+    return f"{len(steps)} checkpoints from step {steps[0]} to {steps[-1]}"
