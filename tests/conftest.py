@@ -1,0 +1,23 @@
+"""Shared fixtures: one trained `tiny` run per test session, reused read-only by many tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grokscope.config import apply_overrides, from_dict
+from grokscope.presets import load_preset_or_file
+from grokscope.train import train
+
+
+def make_config(spec: str = "tiny", *overrides: str):
+    return from_dict(apply_overrides(load_preset_or_file(spec), list(overrides)))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The `tiny` preset trained to the end (groks); treat as read-only."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(make_config("tiny"), out, progress=False)
+    return out
