@@ -25,6 +25,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+POS_CHOICES = ("learned", "none", "sinusoidal", "rope", "alibi", "abacus") + tuple(
+    f"abacus+{k}" for k in ("learned", "sinusoidal", "rope", "alibi")
+)
+
+
 @dataclass
 class ModelConfig:
     """The transformer's shape; sizes of 0 are filled in from the task."""
@@ -40,7 +45,8 @@ class ModelConfig:
     attn_bias: bool = False
     mlp_bias: bool = True
     unembed_bias: bool = False
-    pos: str = field(default="learned", metadata={"choices": ("learned", "none")})
+    pos: str = field(default="learned", metadata={"choices": POS_CHOICES})  # model/positional.py
+    abacus_max_offset: int = 20  # Abacus: training shifts digit indices by a random 0..this
     d_vocab: int = 0
     d_vocab_out: int = 0
     n_ctx: int = 0
@@ -51,6 +57,7 @@ class ModelConfig:
         _require(self.attn_only or self.d_mlp >= 1, "model.d_mlp must be >= 1 (or attn_only)")
         for name in ("d_vocab", "d_vocab_out", "n_ctx"):
             _require(getattr(self, name) >= 0, f"model.{name} must be >= 0 (0 = from the task)")
+        _require(self.abacus_max_offset >= 0, "model.abacus_max_offset must be >= 0")
 
 
 @dataclass

@@ -1,7 +1,16 @@
 """Positional encodings, one small piece each behind one interface.
 
-An encoding may add a vector to the residual stream (`residual`), rotate queries and keys
+An encoding may add a vector to the residual stream per position (`residual`) or per token from
+ids the task supplies (`residual_ids`, e.g. Abacus digit indices), rotate queries and keys
 (`rotate`), or add a bias to attention scores (`score_bias`); each returns None when it does not.
+
+`model.pos` picks one: `learned` (a trained vector per position), `none` (NoPE), `sinusoidal`
+(Vaswani et al. 2017), `rope` (Su et al. 2021), `alibi` (Press et al. 2022), `abacus` (McLeish et
+al. 2024), or `abacus+X` for Abacus on top of X. Beyond the positions seen in training:
+`learned` raises a GrokscopeError past `model.n_ctx` rows (rows inside n_ctx that training never
+reached stay at their random init); `sinusoidal`, `rope` and `alibi` are formulas defined at every
+position, so they extrapolate; `abacus` raises past its table of `n_ctx + abacus_max_offset + 1`
+digit indices.
 """
 
 from __future__ import annotations
@@ -13,24 +22,40 @@ from torch import nn
 
 from grokscope.errors import GrokscopeError
 
+#: The values `model.pos` accepts (config.py lists the same).
+KINDS = ("learned", "none", "sinusoidal", "rope", "alibi", "abacus")
+
 
 class PositionalEncoding(nn.Module):
     #: True when the residual input at a position depends only on (token, position index), which
     #: lets the model precompute layer 0's projections per (token, position).
     absolute_only: bool = True
+    #: True when the encoding reads per-token ids from the task (`batch.meta["digit_index"]`).
+    needs_ids: bool = False
 
     def residual(self, n_pos: int) -> torch.Tensor | None:
+        """[n_pos, d_model] added at positions 0..n_pos-1, or None."""
         return None
 
+    def residual_ids(self, pos_ids: torch.Tensor) -> torch.Tensor | None:
+        """[B, T, d_model] added per token from task-supplied ids [B, T], or None."""
+        return None
+
+    def train_ids(self, pos_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The ids used at a training step (Abacus adds its random offset); identity elsewhere."""
+        return pos_ids
+
     def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """x [B, T, H, d_head] at positions pos [T], rotated (RoPE) or unchanged."""
         return x
 
     def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor | None:
+        """[H, Tq, Tk] (or broadcastable) added to attention scores, or None."""
         return None
 
 
 class NoPositionalEncoding(PositionalEncoding):
-    """NoPE: causal attention alone carries order (Kazemnejad et al. 2023)."""
+    """NoPE: causal attention alone carries order (Kazemnejad et al. 2023). No parameters."""
 
 
 class LearnedPositionalEncoding(PositionalEncoding):
@@ -51,9 +76,189 @@ class LearnedPositionalEncoding(PositionalEncoding):
         return self.W_pos[:n_pos]
 
 
-def build_positional(kind: str, n_ctx: int, d_model: int, generator: torch.Generator) -> PositionalEncoding:
+def sinusoidal_table(pos: torch.Tensor, d_model: int, base: float = 10000.0) -> torch.Tensor:
+    """PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(p / base^(2i/d)); [len(pos), d_model]."""
+    i = torch.arange(0, d_model, 2, dtype=torch.float64)
+    angle = pos.to(torch.float64)[:, None] / base ** (i / d_model)
+    table = torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(len(pos), -1)
+    return table[:, :d_model].float()
+
+
+class SinusoidalPositionalEncoding(PositionalEncoding):
+    """Fixed sin/cos vectors (Vaswani et al. 2017): no parameters, defined at every position."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.d_model = d_model
+        self.register_buffer("table", torch.empty(0, d_model), persistent=False)
+
+    def residual(self, n_pos: int) -> torch.Tensor:
+        if self.table.shape[0] < n_pos:
+            self.table = sinusoidal_table(torch.arange(n_pos), self.d_model).to(self.table.device)
+        return self.table[:n_pos]
+
+
+class RotaryPositionalEncoding(PositionalEncoding):
+    """RoPE (Su et al. 2021): rotate each (2i, 2i+1) pair of q and k by pos * base^(-2i/d_head),
+    so that q.k depends on positions only through their difference. Hooks `hook_q`/`hook_k` see
+    the unrotated vectors."""
+
+    def __init__(self, d_head: int, base: float = 10000.0):
+        super().__init__()
+        if d_head % 2:
+            raise GrokscopeError(f"bad config: model.pos = rope needs an even model.d_head, got {d_head}")
+        inv_freq = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        angle = pos.to(torch.float64)[:, None] * self.inv_freq  # [T, d_head/2]
+        cos = angle.cos().to(x.dtype)[:, None, :]  # [T, 1, d_head/2] broadcasts over heads
+        sin = angle.sin().to(x.dtype)[:, None, :]
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """Press et al.'s head slopes: 2^(-8/n), 2^(-16/n), ... for a power of two n; otherwise the
+    power of two below n's slopes, then every other slope of the power of two above."""
+
+    def power_of_two(n: int) -> list[float]:
+        return [2 ** (-8 * (h + 1) / n) for h in range(n)]
+
+    if n_heads & (n_heads - 1) == 0:
+        return torch.tensor(power_of_two(n_heads))
+    low = 2 ** math.floor(math.log2(n_heads))
+    extra = power_of_two(2 * low)[0::2][: n_heads - low]
+    return torch.tensor(power_of_two(low) + extra)
+
+
+class ALiBiPositionalEncoding(PositionalEncoding):
+    """ALiBi (Press et al. 2022): score bias -slope_h * (q_pos - k_pos); no parameters."""
+
+    def __init__(self, n_heads: int):
+        super().__init__()
+        self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
+
+    def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        distance = (q_pos[:, None] - k_pos[None, :]).float()  # [Tq, Tk]; > 0 for past keys
+        return -self.slopes[:, None, None] * distance
+
+
+class AbacusPositionalEncoding(PositionalEncoding):
+    """Abacus (McLeish et al. 2024): `pos_embed.W_abacus [n_index, d_model]` indexed by each
+    token's digit index within its own number, as the task supplies it (0 for non-digit tokens).
+    In training every digit index is shifted by one random offset in [0, max_offset] per batch, so
+    that rows past the trained number length get trained too."""
+
+    absolute_only = False
+    needs_ids = True
+
+    def __init__(self, n_index: int, d_model: int, max_offset: int, generator: torch.Generator):
+        super().__init__()
+        self.max_offset = max_offset
+        self.W_abacus = nn.Parameter(torch.randn(n_index, d_model, generator=generator) / math.sqrt(d_model))
+
+    def train_ids(self, pos_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        offset = torch.randint(0, self.max_offset + 1, (), generator=generator).item()
+        return torch.where(pos_ids > 0, pos_ids + offset, pos_ids)
+
+    def residual_ids(self, pos_ids: torch.Tensor) -> torch.Tensor:
+        n_index = self.W_abacus.shape[0]
+        if pos_ids.numel() and (int(pos_ids.max()) >= n_index or int(pos_ids.min()) < 0):
+            raise GrokscopeError(
+                f"Abacus knows digit indices 0..{n_index - 1} (model.n_ctx + model.abacus_max_offset), "
+                f"but the input has {int(pos_ids.min())}..{int(pos_ids.max())}; numbers this long need "
+                "a model trained with a larger model.n_ctx or model.abacus_max_offset"
+            )
+        return self.W_abacus[pos_ids]
+
+
+class CombinedPositionalEncoding(PositionalEncoding):
+    """Several encodings at once (`abacus+rope`): residuals and score biases add, rotations chain.
+    Each part is a child named by its kind (`pos_embed.abacus.W_abacus`, `pos_embed.learned.W_pos`)."""
+
+    def __init__(self, parts: dict[str, PositionalEncoding]):
+        super().__init__()
+        self.kinds = list(parts)
+        for kind, part in parts.items():
+            self.add_module(kind, part)
+        self.absolute_only = all(p.absolute_only for p in self._parts())
+        self.needs_ids = any(p.needs_ids for p in self._parts())
+
+    def _parts(self) -> list[PositionalEncoding]:
+        return [getattr(self, k) for k in self.kinds]
+
+    def residual(self, n_pos: int) -> torch.Tensor | None:
+        return _sum(p.residual(n_pos) for p in self._parts())
+
+    def residual_ids(self, pos_ids: torch.Tensor) -> torch.Tensor | None:
+        return _sum(p.residual_ids(pos_ids) for p in self._parts())
+
+    def train_ids(self, pos_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        for p in self._parts():
+            pos_ids = p.train_ids(pos_ids, generator)
+        return pos_ids
+
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        for p in self._parts():
+            x = p.rotate(x, pos)
+        return x
+
+    def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor | None:
+        return _sum(p.score_bias(q_pos, k_pos) for p in self._parts())
+
+
+def _sum(values) -> torch.Tensor | None:
+    total = None
+    for v in values:
+        if v is not None:
+            total = v if total is None else total + v
+    return total
+
+
+def _build_one(kind: str, cfg, generator: torch.Generator) -> PositionalEncoding:
     if kind == "learned":
-        return LearnedPositionalEncoding(n_ctx, d_model, generator)
+        return LearnedPositionalEncoding(cfg.n_ctx, cfg.d_model, generator)
     if kind == "none":
         return NoPositionalEncoding()
-    raise GrokscopeError(f"unknown positional encoding {kind!r}")
+    if kind == "sinusoidal":
+        return SinusoidalPositionalEncoding(cfg.d_model)
+    if kind == "rope":
+        return RotaryPositionalEncoding(cfg.d_head)
+    if kind == "alibi":
+        return ALiBiPositionalEncoding(cfg.n_heads)
+    if kind == "abacus":
+        max_offset = getattr(cfg, "abacus_max_offset", 20)
+        return AbacusPositionalEncoding(cfg.n_ctx + max_offset + 1, cfg.d_model, max_offset, generator)
+    raise GrokscopeError(f"unknown positional encoding {kind!r}; known: {', '.join(KINDS)} (or abacus+X)")
+
+
+def build_positional(cfg, generator: torch.Generator) -> PositionalEncoding:
+    """The encoding `cfg.pos` names (a ModelConfig with n_ctx resolved); `a+b` combines."""
+    kinds = cfg.pos.split("+")
+    if len(set(kinds)) != len(kinds):
+        raise GrokscopeError(f"bad config: model.pos = {cfg.pos!r} names an encoding twice")
+    if len(kinds) == 1:
+        return _build_one(kinds[0], cfg, generator)
+    return CombinedPositionalEncoding({k: _build_one(k, cfg, generator) for k in kinds})
+
+
+def offset_generator(seed: int, step: int) -> torch.Generator:
+    """The stream a training step's Abacus offset is drawn from: a pure function of (seed, step),
+    so resume stays bit-exact, and apart from the stream the task samples batches from."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step + 0xABAC05) % (2**63))
+
+
+def position_ids(model: nn.Module, batch, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """The per-token ids `model(tokens, pos_ids=...)` needs for `batch`, or None if its encoding
+    reads none. Pass a generator at training steps only: Abacus then adds its random offset."""
+    pe = model.pos_embed
+    if not pe.needs_ids:
+        return None
+    ids = batch.meta.get("digit_index")
+    if ids is None:
+        raise GrokscopeError(
+            f"model.pos = {model.cfg.pos!r} needs each token's digit index, which this task does not "
+            "supply (batch.meta['digit_index']); use it with task.kind = 'addition'"
+        )
+    return ids if generator is None else pe.train_ids(ids, generator)

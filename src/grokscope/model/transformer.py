@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grokscope.config import ModelConfig
+from grokscope.errors import GrokscopeError
 from grokscope.model.hooks import HookedRootModule, HookPoint
 from grokscope.model.positional import build_positional
 
@@ -154,7 +155,7 @@ class Transformer(HookedRootModule):
         g = torch.Generator().manual_seed(seed)
         self.embed = nn.Module()
         self.embed.W_E = _randn(g, cfg.d_vocab, cfg.d_model, scale=1 / math.sqrt(cfg.d_model))
-        self.pos_embed = build_positional(cfg.pos, cfg.n_ctx, cfg.d_model, g)
+        self.pos_embed = build_positional(cfg, g)
         self.blocks = nn.ModuleList(TransformerBlock(cfg, g) for _ in range(cfg.n_layers))
         self.ln_final = LayerNorm(cfg.d_model) if cfg.layer_norm else nn.Identity()
         self.unembed = nn.Module()
@@ -166,14 +167,21 @@ class Transformer(HookedRootModule):
         self.setup_hooks()
 
     def forward(
-        self, tokens: torch.Tensor, positions: list[int] | torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        positions: list[int] | torch.Tensor | None = None,
+        pos_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits [batch, len(positions), d_vocab_out]; all positions when `positions` is None."""
+        """Logits [batch, len(positions), d_vocab_out]; all positions when `positions` is None.
+
+        `pos_ids` [batch, n_ctx]: per-token ids for encodings that read token structure (Abacus digit
+        indices; see `positional.position_ids`); ignored by the others."""
         B, T = tokens.shape
         all_pos = torch.arange(T, device=tokens.device)
         out_pos = all_pos if positions is None else torch.as_tensor(positions, device=tokens.device)
         n_blocks = len(self.blocks)
         pos_table = self.pos_embed.residual(T)
+        pos_tok = self._per_token_positions(pos_ids) if self.pos_embed.needs_ids else None
         use_table = (
             not self._hooks_active
             and n_blocks > 0
@@ -184,8 +192,11 @@ class Transformer(HookedRootModule):
             resid, qkv = self._layer0_from_table(tokens, pos_table, out_pos if n_blocks == 1 else all_pos)
         else:
             resid = self.hook_embed(self.embed.W_E[tokens])
-            if pos_table is not None:
-                resid = resid + self.hook_pos_embed(pos_table.expand(B, -1, -1))
+            pos = pos_table.expand(B, -1, -1) if pos_table is not None else None
+            if pos_tok is not None:
+                pos = pos_tok if pos is None else pos + pos_tok
+            if pos is not None:
+                resid = resid + self.hook_pos_embed(pos)
             qkv = None
         for i, block in enumerate(self.blocks):
             q_pos = out_pos if i == n_blocks - 1 else all_pos
@@ -194,6 +205,14 @@ class Transformer(HookedRootModule):
             resid = resid[:, out_pos]
         logits = self.ln_final(resid) @ self.unembed.W_U
         return logits + self.unembed.b_U if self.cfg.unembed_bias else logits
+
+    def _per_token_positions(self, pos_ids: torch.Tensor | None) -> torch.Tensor | None:
+        if pos_ids is None:
+            raise GrokscopeError(
+                f"model.pos = {self.cfg.pos!r} needs per-token ids: call model(tokens, pos_ids=...) "
+                "with grokscope.model.positional.position_ids(model, batch)"
+            )
+        return self.pos_embed.residual_ids(pos_ids)
 
     def _layer0_from_table(self, tokens: torch.Tensor, pos_table: torch.Tensor | None, q_pos: torch.Tensor):
         """Layer 0's residual input and q/k/v, gathered from per-(token, position) tables."""

@@ -7,6 +7,7 @@ from contextlib import nullcontext
 import torch
 
 from grokscope.model import Transformer
+from grokscope.model.positional import position_ids
 from grokscope.tasks import Batch
 
 
@@ -60,7 +61,7 @@ def evaluate(
     for start in range(0, len(batch), chunk):
         part = batch.select(torch.arange(start, min(start + chunk, len(batch))))
         with autocast(precision):
-            logits = model(part.tokens, positions=positions)
+            logits = model(part.tokens, positions=positions, pos_ids=position_ids(model, part))
         nll = token_losses(logits, part.targets)
         correct = logits.argmax(dim=-1) == part.targets
         mask = torch.ones_like(correct) if part.mask is None else part.mask

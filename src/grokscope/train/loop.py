@@ -21,6 +21,7 @@ from grokscope.config import RunConfig, dumps_toml
 from grokscope.errors import GrokscopeError
 from grokscope.loading import build, load_weights
 from grokscope.model import Transformer
+from grokscope.model.positional import offset_generator, position_ids
 from grokscope.tasks import Task
 from grokscope.train.evaluate import autocast, evaluate, loss_and_stats
 from grokscope.train.optim import Grokfast, build_optimizer, lr_at
@@ -161,8 +162,9 @@ class Trainer:
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr_at(s, cfg)
                     batch = task.train_batch(s, cfg.batch_size, self.config.seed)
+                    pos_ids = position_ids(model, batch, offset_generator(self.config.seed, s))
                     with autocast(cfg.precision):
-                        logits = model(batch.tokens, positions=positions)
+                        logits = model(batch.tokens, positions=positions, pos_ids=pos_ids)
                     loss, stats = loss_and_stats(logits, batch)
                     if do_eval and full_batch:
                         train_stats = stats  # the full train set, at the weights after s updates

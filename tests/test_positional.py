@@ -1,0 +1,151 @@
+"""Positional encodings on hand-checked inputs, and the model's paths with each of them."""
+
+import math
+
+import pytest
+import torch
+
+from grokscope.config import POS_CHOICES, ModelConfig
+from grokscope.errors import GrokscopeError
+from grokscope.model import Transformer
+from grokscope.model.positional import (
+    AbacusPositionalEncoding,
+    ALiBiPositionalEncoding,
+    RotaryPositionalEncoding,
+    SinusoidalPositionalEncoding,
+    alibi_slopes,
+    offset_generator,
+    position_ids,
+)
+from grokscope.tasks import Batch
+
+
+def _model(pos: str, **kw) -> Transformer:
+    cfg = ModelConfig(
+        d_vocab=14, d_vocab_out=14, n_ctx=8, d_model=32, n_heads=4, d_head=8, d_mlp=64, pos=pos, **kw
+    )
+    return Transformer(cfg, seed=0)
+
+
+def test_sinusoidal_values_and_extrapolation():
+    table = SinusoidalPositionalEncoding(4).residual(3)
+    expected = torch.tensor(
+        [
+            [0.0, 1.0, 0.0, 1.0],
+            [math.sin(1), math.cos(1), math.sin(0.01), math.cos(0.01)],
+            [math.sin(2), math.cos(2), math.sin(0.02), math.cos(0.02)],
+        ]
+    )
+    assert torch.allclose(table, expected, atol=1e-6)
+    far = SinusoidalPositionalEncoding(4).residual(1000)  # a formula: defined past any n_ctx
+    assert far.shape == (1000, 4) and torch.allclose(far[:3], expected, atol=1e-6)
+    assert torch.allclose(far[999, :2], torch.tensor([math.sin(999), math.cos(999)]), atol=1e-5)
+
+
+def test_rope_rotates_pairs_by_position_times_frequency():
+    rope = RotaryPositionalEncoding(d_head=2)
+    x = torch.tensor([1.0, 0.0]).expand(1, 3, 1, 2)  # [B, T, H, d_head]
+    out = rope.rotate(x, torch.arange(3))
+    assert torch.allclose(
+        out[0, :, 0], torch.tensor([[1.0, 0.0], [math.cos(1), math.sin(1)], [math.cos(2), math.sin(2)]])
+    )
+    with pytest.raises(GrokscopeError, match="even"):
+        RotaryPositionalEncoding(d_head=3)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    rope = RotaryPositionalEncoding(d_head=8)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 5, 3, 8, generator=g), torch.randn(2, 5, 3, 8, generator=g)
+    pos = torch.arange(5)
+
+    def scores(p):
+        return torch.einsum("bqhe,bkhe->bhqk", rope.rotate(q, p), rope.rotate(k, p))
+
+    assert torch.allclose(scores(pos), scores(pos + 17), atol=1e-5)
+    assert torch.allclose(scores(pos), scores(pos + 1000), atol=1e-4)
+    assert not torch.allclose(scores(pos), torch.einsum("bqhe,bkhe->bhqk", q, k), atol=1e-3)
+
+
+def test_alibi_slopes_and_bias_matrix():
+    assert torch.allclose(alibi_slopes(4), torch.tensor([2**-2, 2**-4, 2**-6, 2**-8]))
+    # not a power of two: 4 heads' slopes, then every other slope of 8 heads
+    assert torch.allclose(alibi_slopes(6), torch.tensor([2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]))
+    bias = ALiBiPositionalEncoding(n_heads=4).score_bias(torch.arange(3), torch.arange(3))
+    assert bias.shape == (4, 3, 3)
+    expected_head0 = torch.tensor([[0.0, 0.25, 0.5], [-0.25, 0.0, 0.25], [-0.5, -0.25, 0.0]])
+    assert torch.allclose(bias[0], expected_head0)
+    assert torch.allclose(bias[3], expected_head0 / 64)
+    # queries at the last positions only (the loss-position path) see the same rows
+    assert torch.allclose(
+        ALiBiPositionalEncoding(4).score_bias(torch.tensor([2]), torch.arange(3)), bias[:, 2:]
+    )
+
+
+def test_nope_and_formula_encodings_have_no_positional_parameters():
+    for pos in ("none", "sinusoidal", "rope", "alibi"):
+        names = [n for n, _ in _model(pos).named_parameters()]
+        assert not any(n.startswith("pos_embed") for n in names), pos
+        assert "pos_embed" not in "".join(_model(pos).state_dict())
+    assert "pos_embed.W_pos" in dict(_model("learned").named_parameters())
+
+
+def test_abacus_reads_task_ids_and_offsets_only_digits():
+    ab = AbacusPositionalEncoding(
+        n_index=30, d_model=4, max_offset=20, generator=torch.Generator().manual_seed(0)
+    )
+    ids = torch.tensor([[1, 2, 3, 0, 1, 2, 3, 4, 0], [1, 2, 0, 1, 0, 1, 2, 3, 0]])
+    out = ab.residual_ids(ids)
+    assert torch.equal(out[0, 2], ab.W_abacus[3]) and torch.equal(out[0, 3], ab.W_abacus[0])
+    offsets = set()
+    for step in range(40):
+        shifted = ab.train_ids(ids, offset_generator(0, step))
+        assert torch.equal(shifted == 0, ids == 0)  # non-digit tokens keep index 0
+        k = (shifted - ids)[ids > 0].unique()
+        assert len(k) == 1  # one offset shared by the whole batch
+        offsets.add(int(k))
+    assert min(offsets) >= 0 and max(offsets) <= 20 and len(offsets) > 5
+    # the offset is a pure function of (seed, step): resume redraws the same one
+    assert torch.equal(ab.train_ids(ids, offset_generator(3, 7)), ab.train_ids(ids, offset_generator(3, 7)))
+    with pytest.raises(GrokscopeError, match="digit indices 0..29"):
+        ab.residual_ids(torch.tensor([[30]]))
+
+
+def test_abacus_model_needs_ids_and_names_them_clearly():
+    m = _model("abacus+rope")
+    assert {n for n, _ in m.named_parameters() if n.startswith("pos_embed")} == {"pos_embed.abacus.W_abacus"}
+    assert m.pos_embed.abacus.W_abacus.shape == (8 + 20 + 1, 32)
+    tokens = torch.randint(0, 14, (3, 8), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(GrokscopeError, match="needs per-token ids"):
+        m(tokens)
+    batch = Batch(tokens, tokens[:, :1], meta={})
+    with pytest.raises(GrokscopeError, match="digit_index"):
+        position_ids(m, batch)
+    ids = torch.tensor([[1, 2, 0, 1, 2, 3, 0, 1]]).expand(3, -1)
+    batch.meta["digit_index"] = ids
+    assert torch.equal(position_ids(m, batch), ids)
+    assert position_ids(_model("rope"), batch) is None
+    a = m(tokens, pos_ids=ids)
+    b = m(tokens, pos_ids=ids.roll(1, dims=1))
+    assert not torch.allclose(a, b)  # the ids change the residual stream
+
+
+@pytest.mark.parametrize("pos", POS_CHOICES)
+def test_loss_position_path_equals_full_forward(pos):
+    """The fast path (table for absolute-only encodings, query subset) equals the plain hooked path."""
+    m = _model(pos, n_layers=2, layer_norm=True)
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 14, (40, 8), generator=g)
+    ids = torch.randint(0, 6, (40, 8), generator=g)
+    fast = m(tokens, positions=[5, 7], pos_ids=ids)
+    full = m.run_with_hooks(tokens, [], pos_ids=ids)
+    assert torch.allclose(fast, full[:, [5, 7]], atol=1e-5)
+    assert m.pos_embed.absolute_only == (not pos.startswith("abacus"))
+
+
+def test_learned_positions_past_n_ctx_raise():
+    m = _model("learned")
+    with pytest.raises(GrokscopeError, match="cannot extrapolate"):
+        m(torch.zeros(1, 9, dtype=torch.long))
+    for pos in ("none", "sinusoidal", "rope", "alibi"):  # formulas: any length runs
+        assert _model(pos)(torch.zeros(2, 20, dtype=torch.long)).shape == (2, 20, 14)
