@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _feature_verbs() -> list[Callable]:
     """Verbs contributed by feature packages (analysis, addition eval, probes, sweeps, ...)."""
-    return []
+    from grokscope.sweep.cli import register as sweep_verbs
+
+    return [sweep_verbs]
 
 
 def main(argv: list[str] | None = None) -> int:
