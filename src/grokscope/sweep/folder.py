@@ -45,7 +45,8 @@ class SweepFolder:
         """Create the folder (or check an existing one fits the spec) and write the trial list."""
         if self.path.exists() and not self.path.is_dir():
             raise GrokscopeError(f"{self.path} exists and is not a folder; choose another --out")
-        if self.path.is_dir() and any(self.path.iterdir()) and not (self.path / "sweep.json").is_file():
+        contents = [p for p in self.path.iterdir() if p.name != ".lock"] if self.path.is_dir() else []
+        if contents and not (self.path / "sweep.json").is_file():
             raise GrokscopeError(
                 f"{self.path} exists, is not empty and is not a sweep folder; choose another --out"
             )

@@ -33,7 +33,7 @@ from typing import Any
 from grokscope.config import apply_overrides, from_dict, read_toml
 from grokscope.errors import GrokscopeError
 
-_SWEEP_PRESET_DIR = resources.files("grokscope") / "presets" / "sweeps"
+_SWEEP_PRESET_DIR = resources.files("grokscope") / "presets" / "sweep"
 _TOP_KEYS = ("sweep", "grid", "trials")
 _SWEEP_KEYS = ("name", "base", "seeds", "set", "description")
 
