@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from grokscope.errors import GrokscopeError
+from grokscope.tasks.addition import AdditionConfig, AdditionTask
 from grokscope.tasks.base import Batch, Task
 from grokscope.tasks.modular import ModularConfig, ModularTask
 
 # kind -> (config dataclass, task class); later task families register here.
 TASKS: dict[str, tuple[type, type]] = {
     "modular": (ModularConfig, ModularTask),
+    "addition": (AdditionConfig, AdditionTask),
 }
 
 
