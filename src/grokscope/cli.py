@@ -99,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _feature_verbs() -> list[Callable]:
     """Verbs contributed by feature packages (analysis, addition eval, probes, sweeps, ...)."""
+    from grokscope.evaluation.cli import register as eval_verbs
     from grokscope.sweep.cli import register as sweep_verbs
 
-    return [sweep_verbs]
+    return [sweep_verbs, eval_verbs]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,133 @@
+"""Accuracy of an addition model per (len a, len b) cell and per carry class, on train and test.
+
+One row per group: `split` (train, test, or a stress set S0..S5 / edge), `group` (`cell`,
+`carry_class`, `all`), the group's key, its size, teacher-forced exact match, teacher-forced
+per-digit accuracy (answer digits only, EOS excluded) and greedy-generation exact match.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+
+from grokscope.errors import GrokscopeError
+from grokscope.evaluation.generate import greedy_generate
+from grokscope.model.positional import position_ids
+from grokscope.tasks.addition import AdditionTask
+from grokscope.tasks.base import Batch
+
+COLUMNS = ["split", "group", "len_a", "len_b", "carry_class", "n", "exact", "digit_acc", "gen_exact"]
+
+
+@torch.no_grad()
+def example_scores(model, task: AdditionTask, batch: Batch, chunk: int = 4096) -> dict[str, torch.Tensor]:
+    """Per example: teacher-forced exact, correct/total answer digits, greedy exact."""
+    pos = task.loss_positions
+    correct = []
+    for start in range(0, len(batch), chunk):
+        part = batch.select(torch.arange(start, min(start + chunk, len(batch))))
+        logits = model(part.tokens, positions=pos, pos_ids=position_ids(model, part))
+        correct.append(logits.argmax(-1) == part.targets)
+    ok = torch.cat(correct)
+    mask = batch.mask if batch.mask is not None else torch.ones_like(ok)
+    digit = mask & (batch.meta["answer_column"] >= 0)
+    _, gen_exact = greedy_generate(model, task, batch)
+    return {
+        "exact": (ok | ~mask).all(1),
+        "digits_right": (ok & digit).sum(1),
+        "digits": digit.sum(1),
+        "gen_exact": gen_exact,
+    }
+
+
+def _row(split: str, group: str, scores: dict[str, torch.Tensor], sel: torch.Tensor, **key) -> dict:
+    n = int(sel.sum())
+    return {
+        "split": split,
+        "group": group,
+        "len_a": key.get("len_a", ""),
+        "len_b": key.get("len_b", ""),
+        "carry_class": key.get("carry_class", ""),
+        "n": n,
+        "exact": scores["exact"][sel].double().mean().item(),
+        "digit_acc": (scores["digits_right"][sel].sum() / scores["digits"][sel].sum().clamp(min=1)).item(),
+        "gen_exact": scores["gen_exact"][sel].double().mean().item(),
+    }
+
+
+def accuracy_rows(model, task: AdditionTask, sets: dict[str, Batch]) -> list[dict]:
+    """Rows for every eval set: overall; per length cell and carry class for train and test."""
+    rows = []
+    for split, batch in sets.items():
+        scores = example_scores(model, task, batch)
+        everything = torch.ones(len(batch), dtype=torch.bool)
+        rows.append(_row(split, "all", scores, everything))
+        if split not in ("train", "test"):
+            continue
+        la, lb = batch.meta["len_a"], batch.meta["len_b"]
+        for a in range(task.config.min_digits, task.M + 1):
+            for b in range(task.config.min_digits, task.M + 1):
+                sel = (la == a) & (lb == b)
+                if sel.any():
+                    rows.append(_row(split, "cell", scores, sel, len_a=a, len_b=b))
+        cls = batch.meta["carry_class"]
+        for k in range(int(cls.max()) + 1):
+            sel = cls == k
+            if sel.any():
+                rows.append(_row(split, "carry_class", scores, sel, carry_class=f"S{k}"))
+    return rows
+
+
+def eval_sets_for_table(task: AdditionTask, n_train_max: int = 20000, seed: int = 12345) -> dict[str, Batch]:
+    """The task's eval sets; a finite train set is subsampled to at most `n_train_max` examples."""
+    sets = dict(task.eval_sets())
+    train = sets["train"]
+    if len(train) > n_train_max:
+        g = torch.Generator().manual_seed(seed)
+        sets["train"] = train.select(torch.randperm(len(train), generator=g)[:n_train_max])
+    return sets
+
+
+def evaluate_run(path: str | Path, step: int | None = None) -> list[dict]:
+    import grokscope.train  # noqa: F401  (loading <-> train import order)
+    from grokscope.loading import load_run
+
+    run, config, task, model = load_run(path, step)
+    if not isinstance(task, AdditionTask):
+        raise GrokscopeError(
+            f"{run.path}: `grokscope eval` reads addition runs; this is task.kind = {config.task.kind!r}"
+        )
+    return accuracy_rows(model, task, eval_sets_for_table(task))
+
+
+def rows_to_csv(rows: list[dict], extra: dict | None = None) -> str:
+    out = io.StringIO()
+    cols = ([*extra] if extra else []) + COLUMNS
+    w = csv.DictWriter(out, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(
+            {**(extra or {}), **{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()}}
+        )
+    return out.getvalue()
+
+
+def cell_grid(
+    rows: list[dict], split: str, metric: str = "gen_exact"
+) -> tuple[list[int], list[int], torch.Tensor, torch.Tensor]:
+    """(len_a values, len_b values, metric [A, B] (nan where empty), counts [A, B]) for one split."""
+    cells = [r for r in rows if r["split"] == split and r["group"] == "cell"]
+    if not cells:
+        return [], [], torch.empty(0, 0), torch.empty(0, 0)
+    la = sorted({r["len_a"] for r in cells})
+    lb = sorted({r["len_b"] for r in cells})
+    grid = torch.full((len(la), len(lb)), float("nan"), dtype=torch.float64)
+    counts = torch.zeros((len(la), len(lb)), dtype=torch.long)
+    for r in cells:
+        i, j = la.index(r["len_a"]), lb.index(r["len_b"])
+        grid[i, j] = r[metric]
+        counts[i, j] = r["n"]
+    return la, lb, grid, counts

@@ -1,0 +1,161 @@
+"""`grokscope eval DIR [DIR ...]` (accuracy by operand length) and `grokscope data` (examples as JSONL)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from grokscope.errors import GrokscopeError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="addition accuracy per (len a, len b) cell and carry class -> DIR/analysis/accuracy_by_length.*",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run folders (several: e.g. one per seed)")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    p.add_argument(
+        "--out", help="folder for the across-runs table and plot (default: the runs' common parent)"
+    )
+    p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser(
+        "data", help="write N examples exactly as they enter the model, one JSON object per line"
+    )
+    p.add_argument("config", metavar="PRESET|CONFIG_FILE")
+    p.add_argument("--n", type=int, default=20, help="how many examples (default 20)")
+    p.add_argument("--out", required=True, metavar="FILE.jsonl")
+    p.add_argument(
+        "--split", default="train", help="train (default), test, or another eval set (S0..S5, edge)"
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    p.set_defaults(handler=cmd_data)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import grokscope.train  # noqa: F401  (loading <-> train import order)
+    from grokscope.evaluation.by_length import evaluate_run, rows_to_csv
+    from grokscope.evaluation.figures import accuracy_heatmap, loss_by_position, position_labels
+    from grokscope.loading import load_run
+    from grokscope.train.run_folder import atomic_write_text
+
+    tables: dict[str, list[dict]] = {}
+    for d in args.dirs:
+        rows = evaluate_run(d, args.step)
+        run, config, task, _ = load_run(d, args.step)
+        analysis = run.subdir("analysis")
+        atomic_write_text(analysis / "accuracy_by_length.csv", rows_to_csv(rows))
+        _save(
+            accuracy_heatmap(rows, f"{config.name} (seed {config.seed})"), analysis / "accuracy_by_length.png"
+        )
+        metrics = run.read_metrics()
+        if any("test_loss_by_pos" in r for r in metrics):
+            _save(
+                loss_by_position(metrics, position_labels(task)),
+                run.subdir("figures") / "loss_by_position.png",
+            )
+        tables[str(run.path)] = rows
+        overall = {r["split"]: r for r in rows if r["group"] == "all"}
+        summary = ", ".join(
+            f"{s} exact {overall[s]['exact']:.4f} (generated {overall[s]['gen_exact']:.4f}, n={overall[s]['n']})"
+            for s in ("train", "test")
+            if s in overall
+        )
+        print(f"{run.path}: {summary} -> {analysis / 'accuracy_by_length.csv'}")
+    if len(tables) > 1:
+        from grokscope.evaluation.figures import seeds_distribution
+
+        out = (
+            Path(args.out)
+            if args.out
+            else Path(os.path.commonpath([str(Path(d).resolve()) for d in args.dirs]))
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        text = "".join(
+            rows_to_csv(rows, {"run": name}).split("\n", 1)[1 if i else 0]
+            for i, (name, rows) in enumerate(tables.items())
+        )
+        atomic_write_text(out / "accuracy_by_length_runs.csv", text)
+        _save(seeds_distribution(tables), out / "accuracy_by_length_runs.png")
+        print(
+            f"{len(tables)} runs -> {out / 'accuracy_by_length_runs.csv'}, {out / 'accuracy_by_length_runs.png'}"
+        )
+    return 0
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from grokscope.train.run_folder import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from grokscope.config import apply_overrides, from_dict
+    from grokscope.presets import load_preset_or_file
+    from grokscope.tasks import build_task
+    from grokscope.train.run_folder import atomic_write_text
+
+    if args.n < 1:
+        raise GrokscopeError("--n must be >= 1")
+    config = from_dict(apply_overrides(load_preset_or_file(args.config), args.set))
+    task = build_task(config.task, config.seed)
+    batch = examples(task, args.split, args.n, config.seed)
+    lines = [json.dumps(obj) for obj in example_records(task, batch)]
+    out = Path(args.out)
+    if out.parent and not out.parent.exists():
+        raise GrokscopeError(f"no such folder: {out.parent}")
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    print(f"wrote {len(lines)} {args.split} examples to {out}")
+    return 0
+
+
+def examples(task, split: str, n: int, seed: int):
+    """The first `n` examples of a split: the training stream's step-0 batch, or an eval set."""
+    import torch
+
+    if split == "train" and getattr(task, "train_ops", None) is None:
+        return task.train_batch(0, n, seed)  # infinite data (or a task without a stored train set)
+    sets = task.eval_sets()
+    if split not in sets:
+        raise GrokscopeError(f"unknown --split {split!r}; this task has: {', '.join(sets)}")
+    batch = sets[split]
+    return batch.select(torch.arange(min(n, len(batch))))
+
+
+def example_records(task, batch) -> list[dict]:
+    """One JSON-ready dict per example: text, token ids, targets, mask and every metadata field."""
+    from grokscope.tasks.carries import digits_to_int
+
+    decode = getattr(task, "decode", None)
+    names = task.token_names()
+    texts = (
+        decode(batch.tokens) if decode else [" ".join(names[i] for i in row) for row in batch.tokens.tolist()]
+    )
+    records = []
+    for i in range(len(batch)):
+        rec = {
+            "text": texts[i],
+            "tokens": batch.tokens[i].tolist(),
+            "loss_positions": list(task.loss_positions),
+            "targets": batch.targets[i].tolist(),
+            "mask": batch.mask[i].tolist() if batch.mask is not None else [True] * batch.targets.shape[1],
+        }
+        for key, value in batch.meta.items():
+            rec[key] = (
+                value[i].long().tolist() if value.dtype.is_floating_point is False else value[i].tolist()
+            )
+        if "a_digits" in batch.meta and "a" not in batch.meta:  # operands too long for int64
+            for name, key in (("a", "a_digits"), ("b", "b_digits"), ("sum", "sum_digits")):
+                rec[name] = str(digits_to_int(batch.meta[key][i].tolist()))
+        records.append(rec)
+    return records

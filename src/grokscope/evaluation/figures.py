@@ -1,0 +1,115 @@
+"""Figures for addition runs: accuracy heatmap by operand lengths, its spread over seeds, and the
+per-answer-position loss curves. Each function returns a matplotlib Figure and does no I/O."""
+
+from __future__ import annotations
+
+from grokscope.evaluation.by_length import cell_grid
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_heatmap(rows: list[dict], title: str, metric: str = "gen_exact"):
+    """Exact match per (len a, len b) cell, train and test side by side, with cell sizes."""
+    plt = _plt()
+    splits = [s for s in ("train", "test") if any(r["split"] == s and r["group"] == "cell" for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(splits)), figsize=(4.2 * max(1, len(splits)), 3.8), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=False):
+        la, lb, grid, counts = cell_grid(rows, split, metric)
+        im = ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="viridis", origin="lower")
+        ax.set_xticks(range(len(lb)), [str(v) for v in lb])
+        ax.set_yticks(range(len(la)), [str(v) for v in la])
+        ax.set_xlabel("digits in b")
+        ax.set_ylabel("digits in a")
+        ax.set_title(f"{split}: {metric}")
+        for i in range(len(la)):
+            for j in range(len(lb)):
+                if counts[i, j] > 0:
+                    v = grid[i, j].item()
+                    ax.text(
+                        j,
+                        i,
+                        f"{v:.3f}\nn={int(counts[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="black" if v > 0.6 else "white",
+                    )
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def seeds_distribution(tables: dict[str, list[dict]], metric: str = "gen_exact"):
+    """Per (len a, len b) cell, one dot per run (seed) and a box over runs; train and test panels."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.9 * _n_cells(tables) + 2), 7), squeeze=False)
+    for ax, split in zip(axes[:, 0], ("train", "test"), strict=True):
+        cells: dict[tuple[int, int], list[float]] = {}
+        for rows in tables.values():
+            for r in rows:
+                if r["split"] == split and r["group"] == "cell":
+                    cells.setdefault((r["len_a"], r["len_b"]), []).append(r[metric])
+        keys = sorted(cells)
+        data = [cells[k] for k in keys]
+        if data:
+            ax.boxplot(data, positions=range(len(keys)), widths=0.5, showfliers=False)
+            for i, vals in enumerate(data):
+                ax.scatter([i] * len(vals), vals, s=18, alpha=0.8, zorder=3)
+            ax.set_xticks(range(len(keys)), [f"{a}+{b}" for a, b in keys])
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{split}: one dot per run ({len(tables)} runs), digits of a + digits of b")
+    fig.tight_layout()
+    return fig
+
+
+def _n_cells(tables: dict[str, list[dict]]) -> int:
+    return len({(r["len_a"], r["len_b"]) for rows in tables.values() for r in rows if r["group"] == "cell"})
+
+
+def loss_by_position(metrics: list[dict], labels: list[str], split: str = "test"):
+    """Loss at each answer position over training (log scale): one phase change per digit."""
+    plt = _plt()
+    key = f"{split}_loss_by_pos"
+    rows = [r for r in metrics if key in r]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if not rows:
+        return fig
+    steps = [r["step"] for r in rows]
+    K = len(rows[0][key])
+    cmap = plt.get_cmap("viridis")
+    for k in range(K):
+        color = cmap(k / max(1, K - 1))
+        label = labels[k] if k < len(labels) else f"pos {k}"
+        axes[0].plot(steps, [max(r[key][k], 1e-12) for r in rows], color=color, label=label)
+        acc_key = f"{split}_acc_by_pos"
+        if acc_key in rows[0]:
+            axes[1].plot(steps, [r[acc_key][k] for r in rows], color=color, label=label)
+    axes[0].set_yscale("log")
+    axes[0].set_title(f"{split} loss per answer position")
+    axes[1].set_title(f"{split} accuracy per answer position")
+    for ax in axes:
+        ax.set_xlabel("step")
+    if f"{split}_exact" in rows[0]:
+        axes[1].plot(steps, [r[f"{split}_exact"] for r in rows], "k--", label="exact match")
+    axes[1].legend(fontsize=7, ncol=2 if K > 8 else 1)
+    fig.tight_layout()
+    return fig
+
+
+def position_labels(task) -> list[str]:
+    """Names of the loss positions: the answer digit (power of ten) each predicts, when fixed."""
+    from grokscope.tasks.addition import AdditionTask
+
+    if isinstance(task, AdditionTask) and task.fixed:
+        cols = range(task.n_columns) if task.config.reverse_answer else range(task.M, -1, -1)
+        return [f"digit x10^{c}" for c in cols]
+    return [f"pos {p + 1}" for p in task.loss_positions]

@@ -1,0 +1,61 @@
+"""Greedy autoregressive generation for addition: the model writes its own answer after `=`.
+
+Teacher-forced exact match reads every answer position given the true earlier digits; generation
+feeds the model its own digits and stops at EOS (varlen) or after the fixed answer width. With
+argmax decoding both agree on whether an example is exactly right, but generation also yields what
+the model actually writes (wrong lengths, early EOS) and is what length-generalization reads.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grokscope.model.positional import position_ids
+from grokscope.tasks.addition import EOS, PAD, AdditionTask
+from grokscope.tasks.base import Batch
+
+
+def _ids_for(batch: Batch, buf: torch.Tensor) -> Batch:
+    """A batch view of the generation buffer whose answer `digit_index` follows the written digits."""
+    eq = batch.meta["eq_pos"][:, None]
+    t = torch.arange(buf.shape[1])[None, :]
+    written = torch.where((buf < 10) & (t > eq), t - eq, 0)
+    index = torch.where(t <= eq, batch.meta["digit_index"], written)
+    return Batch(buf, batch.targets, batch.mask, {"digit_index": index})
+
+
+@torch.no_grad()
+def greedy_generate(
+    model, task: AdditionTask, batch: Batch, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(generated tokens [B, T], exact [B] bool): the prompt up to `=`, then the model's answer."""
+    outs, exact = [], []
+    for start in range(0, len(batch), chunk):
+        part = batch.select(torch.arange(start, min(start + chunk, len(batch))))
+        gen = _generate_part(model, task, part)
+        outs.append(gen)
+        pos = torch.tensor(task.loss_positions)
+        mask = part.mask if part.mask is not None else torch.ones_like(part.targets, dtype=torch.bool)
+        exact.append(((gen[:, pos + 1] == part.targets) | ~mask).all(dim=1))
+    return torch.cat(outs), torch.cat(exact)
+
+
+def _generate_part(model, task: AdditionTask, batch: Batch) -> torch.Tensor:
+    B, T = batch.tokens.shape
+    eq = batch.meta["eq_pos"]
+    t = torch.arange(T)[None, :]
+    buf = torch.where(t <= eq[:, None], batch.tokens, PAD)
+    done = torch.zeros(B, dtype=torch.bool)
+    rows = torch.arange(B)
+    for j in range(task.max_answer_tokens):
+        read = eq + j  # logits here predict the token at eq + j + 1
+        live = ~done & (read + 1 < T)
+        if not live.any():
+            break
+        logits = model(buf, pos_ids=position_ids(model, _ids_for(batch, buf)))
+        pred = logits[rows, read.clamp(max=T - 1)].argmax(dim=-1)
+        write = (read + 1).clamp(max=T - 1)
+        buf[rows[live], write[live]] = pred[live]
+        if not task.fixed:
+            done |= live & (pred == EOS)
+    return buf
