@@ -1,0 +1,273 @@
+"""The length-generalization study: train each encoding x seed on short operands, then read exact
+match on a grid of longer ones.
+
+Training runs as an ordinary sweep (`grokscope.sweep`): run folders side by side under
+`OUT/runs/`, in parallel local processes with one thread each, and re-running the same command
+resumes (finished runs are skipped, stopped ones continue from their state). Each run's grid is
+cached in its `analysis/` folder, so a re-run only evaluates what is new.
+
+```
+OUT/runs/pos=abacus__seed=0/ ...   run folders (plus the sweep's spec/configs/logs/trials.csv)
+OUT/lengths.csv                    pos, seed, len_a, len_b, n, exact   (one row per run and cell)
+OUT/lengths_summary.csv            pos, len_a, len_b, seeds, mean, std, min, max
+OUT/lengths.md                     in-distribution and diagonal accuracy per encoding (mean ± std)
+OUT/heatmap_<pos>.png              mean over seeds per cell, with the spread written in each cell
+OUT/lengths_by_length.png          accuracy against length, one line per encoding, min-max band
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from grokscope.errors import GrokscopeError
+
+
+@dataclass
+class StudySpec:
+    config: str  # preset name or TOML file
+    pes: list[str]
+    seeds: list[int]
+    train_digits: tuple[int, int] = (1, 5)
+    test_digits: tuple[int, int] = (1, 12)
+    overrides: list[str] = field(default_factory=list)
+    n_per_cell: int = 100
+    eval_seed: int = 12345
+
+    @property
+    def lengths(self) -> list[int]:
+        return list(range(self.test_digits[0], self.test_digits[1] + 1))
+
+
+def parse_range(text: str, what: str) -> tuple[int, int]:
+    """`1-5` -> (1, 5); `7` -> (7, 7)."""
+    parts = text.split("-")
+    try:
+        lo, hi = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None or hi is None or lo < 1 or hi < lo:
+        raise GrokscopeError(f"bad {what} {text!r}: expected a digit range like 1-5 (lengths >= 1)")
+    return lo, hi
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`3` -> [0, 1, 2]; `0,4,7` -> those seeds."""
+    try:
+        seeds = [int(s) for s in text.split(",")] if "," in text else list(range(int(text)))
+    except ValueError:
+        raise GrokscopeError(f"bad --seeds {text!r}: a count (3) or a list (0,1,2)") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise GrokscopeError(f"bad --seeds {text!r}: need at least one distinct seed >= 0")
+    return seeds
+
+
+def sweep_spec(spec: StudySpec, out: Path):
+    """The sweep that trains every encoding x seed: the base config with training digits and a
+    context long enough for the longest test problem (learned positions past the trained length
+    exist but stay untrained -- the point of the comparison)."""
+    import tomli_w
+
+    from grokscope.config import POS_CHOICES, apply_overrides, from_dict
+    from grokscope.lengths.grid import eval_task
+    from grokscope.presets import load_preset_or_file
+    from grokscope.sweep.spec import parse_spec
+
+    bad = [p for p in spec.pes if p not in POS_CHOICES]
+    if bad or not spec.pes or len(set(spec.pes)) != len(spec.pes):
+        raise GrokscopeError(
+            f"bad --pe {','.join(spec.pes)!r}: give distinct values from {', '.join(POS_CHOICES)}"
+        )
+    base = spec.config
+    if Path(base).is_file():
+        base = str(Path(base).resolve())
+    lo, hi = spec.train_digits
+    data = apply_overrides(load_preset_or_file(base), spec.overrides)
+    data = apply_overrides(data, [f"task.min_digits={lo}", f"task.max_digits={hi}"])
+    config = from_dict(data)
+    if spec.test_digits[1] < hi:
+        raise GrokscopeError(f"--test-digits must reach at least the training length {hi}")
+    n_ctx = max(eval_task(config.task, spec.test_digits[1]).n_ctx, config.model.n_ctx)
+    fixed = [*spec.overrides, f"task.min_digits={lo}", f"task.max_digits={hi}", f"model.n_ctx={n_ctx}"]
+    table = {
+        "sweep": {"name": "lengths", "base": base, "seeds": spec.seeds, "set": fixed},
+        "grid": {"model.pos": list(spec.pes)},
+    }
+    source = "# grokscope lengths: the training sweep of a length-generalization study\n" + tomli_w.dumps(
+        table
+    )
+    return parse_spec(table, out / "spec.toml", source=source)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _grid_of_run(run_dir: str, lengths: list[int], n: int, seed: int) -> list[list[float]]:
+    """One run's grid, cached in its analysis folder (key: lengths, n, seed, last checkpoint)."""
+    import torch
+
+    torch.set_num_threads(1)
+    import grokscope.train  # noqa: F401  (loading imports the trainer package first)
+    from grokscope.lengths.grid import length_grid
+    from grokscope.loading import load_run
+    from grokscope.train.run_folder import atomic_write_text
+
+    run, config, task, model = load_run(run_dir)
+    key = {"lengths": lengths, "n": n, "seed": seed, "step": run.checkpoint_steps()[-1]}
+    cache = run.subdir("analysis") / "lengths.json"
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached["exact"]
+    grid = length_grid(model, config.task, lengths, n=n, seed=seed).tolist()
+    atomic_write_text(cache, json.dumps({"key": key, "exact": grid}) + "\n")
+    return grid
+
+
+def evaluate_runs(
+    runs: dict[tuple[str, int], Path], spec: StudySpec, workers: int
+) -> dict[tuple[str, int], np.ndarray]:
+    """(pos, seed) -> exact-match grid, evaluated in `workers` processes of one thread each."""
+    keys = sorted(runs)
+    args = [(str(runs[k]), spec.lengths, spec.n_per_cell, spec.eval_seed) for k in keys]
+    if workers <= 1 or len(keys) <= 1:
+        grids = [_grid_of_run(*a) for a in args]
+    else:
+        env_threads = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"
+        try:
+            with ProcessPoolExecutor(max_workers=min(workers, len(keys))) as pool:
+                grids = list(pool.map(_grid_of_run, *zip(*args, strict=True)))
+        finally:
+            if env_threads is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = env_threads
+    return {k: np.asarray(g, dtype=np.float64) for k, g in zip(keys, grids, strict=True)}
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def summarize(grids: dict[tuple[str, int], np.ndarray], pes: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """pos -> {mean, std, min, max, seeds} over its seeds' grids."""
+    out = {}
+    for pos in pes:
+        mine = [g for (p, _), g in sorted(grids.items()) if p == pos]
+        if not mine:
+            continue
+        stack = np.stack(mine)
+        out[pos] = {
+            "mean": stack.mean(0),
+            "std": stack.std(0),
+            "min": stack.min(0),
+            "max": stack.max(0),
+            "seeds": np.array(len(stack)),
+        }
+    return out
+
+
+def write_tables(out: Path, spec: StudySpec, grids, summary) -> str:
+    """Write lengths.csv, lengths_summary.csv and lengths.md; return the markdown table."""
+    from grokscope.train.run_folder import atomic_write_text
+
+    L = spec.lengths
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["pos", "seed", "len_a", "len_b", "n", "exact"])
+    for (pos, seed), g in sorted(grids.items()):
+        for i, a in enumerate(L):
+            for j, b in enumerate(L):
+                w.writerow([pos, seed, a, b, spec.n_per_cell, f"{g[i, j]:.4f}"])
+    atomic_write_text(out / "lengths.csv", buf.getvalue())
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["pos", "len_a", "len_b", "seeds", "mean", "std", "min", "max"])
+    for pos, s in summary.items():
+        for i, a in enumerate(L):
+            for j, b in enumerate(L):
+                w.writerow(
+                    [pos, a, b, int(s["seeds"])]
+                    + [f"{s[k][i, j]:.4f}" for k in ("mean", "std", "min", "max")]
+                )
+    atomic_write_text(out / "lengths_summary.csv", buf.getvalue())
+
+    md = markdown_table(spec, grids, summary)
+    atomic_write_text(out / "lengths.md", md)
+    return md
+
+
+def per_run_scores(spec: StudySpec, grid: np.ndarray) -> dict[str, float]:
+    """In-distribution mean (both operands within the training lengths) and the diagonal."""
+    L = np.array(spec.lengths)
+    inside = (L[:, None] <= spec.train_digits[1]) & (L[None, :] <= spec.train_digits[1])
+    inside &= (L[:, None] >= spec.train_digits[0]) & (L[None, :] >= spec.train_digits[0])
+    scores = {"in-dist": float(grid[inside].mean()) if inside.any() else float("nan")}
+    scores.update({str(n): float(grid[i, i]) for i, n in enumerate(L) if n > spec.train_digits[1]})
+    return scores
+
+
+def markdown_table(spec: StudySpec, grids, summary) -> str:
+    """Rows = encodings; columns = in-distribution mean, then the diagonal len a = len b past the
+    training range; each cell mean ± std over seeds (exact match, greedy decoding)."""
+    cols = ["in-dist"] + [str(n) for n in spec.lengths if n > spec.train_digits[1]]
+    lines = [
+        f"Exact match (greedy), mean ± std over seeds, {spec.n_per_cell} problems per cell; "
+        f"trained on {spec.train_digits[0]}-{spec.train_digits[1]} digits; "
+        "in-dist = mean over cells with both lengths in the training range; numbers = len a = len b.",
+        "",
+        "| pos | seeds | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for pos in summary:
+        rows = [per_run_scores(spec, g) for (p, _), g in sorted(grids.items()) if p == pos]
+        cells = []
+        for c in cols:
+            v = np.array([r[c] for r in rows])
+            cells.append(f"{v.mean():.2f} ± {v.std():.2f}")
+        lines.append(f"| {pos} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- the whole study
+
+
+def run_study(spec: StudySpec, out: str | Path, workers: int | None = None, progress: bool = True) -> str:
+    """Train what is missing, evaluate, write tables and figures; returns the markdown table."""
+    from grokscope.lengths.figures import save_figures
+    from grokscope.sweep.folder import SweepFolder
+    from grokscope.sweep.runner import default_workers, run_sweep
+    from grokscope.sweep.trial import trial_state
+
+    out = Path(out)
+    if spec.n_per_cell < 1:
+        raise GrokscopeError(f"--n-per-cell must be >= 1, got {spec.n_per_cell}")
+    sweep = sweep_spec(spec, out)
+    workers = workers or default_workers()
+    result = run_sweep(sweep, out, workers=workers, progress=progress)
+    folder = SweepFolder(out)
+    runs, unfinished = {}, []
+    for trial in sweep.trials:
+        run_dir = folder.run_dir(trial.name)
+        if trial_state(run_dir) == "finished":
+            runs[(trial.overrides["model.pos"], trial.seed)] = run_dir
+        else:
+            unfinished.append(f"{trial.name} ({result.rows.get(trial.name, {}).get('status', '?')})")
+    if not runs:
+        raise GrokscopeError(f"no run of the study finished; see {out / 'logs'} and {out / 'trials.csv'}")
+    grids = evaluate_runs(runs, spec, workers)
+    summary = summarize(grids, spec.pes)
+    md = write_tables(out, spec, grids, summary)
+    save_figures(out, spec, summary)
+    if unfinished:
+        md += f"\nNot finished (left out; re-run the same command to resume): {', '.join(unfinished)}\n"
+    return md
