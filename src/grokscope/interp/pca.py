@@ -1,0 +1,162 @@
+"""PCA of token representations across checkpoints, and the Fourier circles of modular runs.
+
+The rows analysed are one vector per input token: the embedding `W_E`, or a hook's mean activation
+over the examples that have that token at a chosen position. PCA is an SVD of the centred rows in
+float64. Across checkpoints, each checkpoint's components are sign-aligned with the previous one
+(`basis="each"`), or every checkpoint is projected on the last checkpoint's components
+(`basis="final"`), so that small multiples and animations do not flip at random.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from grokscope.errors import GrokscopeError
+from grokscope.interp.activations import collect
+from grokscope.model import Transformer
+from grokscope.tasks import Batch
+
+
+@dataclass
+class PCAResult:
+    mean: torch.Tensor  # [d]
+    components: torch.Tensor  # [k, d], orthonormal rows
+    explained: torch.Tensor  # [k], fraction of total variance
+    projections: torch.Tensor  # [n, k]
+
+
+def pca(X: torch.Tensor, k: int | None = None) -> PCAResult:
+    """Principal components of the rows of X [n, d]."""
+    X = X.double()
+    mean = X.mean(0)
+    U, S, Vh = torch.linalg.svd(X - mean, full_matrices=False)
+    k = min(k or Vh.shape[0], Vh.shape[0])
+    var = S**2
+    explained = var[:k] / var.sum().clamp(min=1e-300)
+    return PCAResult(mean, Vh[:k], explained, (X - mean) @ Vh[:k].T)
+
+
+def align_to(result: PCAResult, reference: torch.Tensor) -> PCAResult:
+    """Flip component signs so each has a non-negative dot product with the reference's."""
+    k = min(len(reference), len(result.components))
+    signs = torch.ones(len(result.components), dtype=torch.float64)
+    signs[:k] = torch.sign((result.components[:k] * reference[:k]).sum(-1))
+    signs[signs == 0] = 1.0
+    return PCAResult(
+        result.mean, result.components * signs[:, None], result.explained, result.projections * signs
+    )
+
+
+def token_rows(
+    model: Transformer,
+    what: str,
+    batch: Batch | None = None,
+    position: int = 0,
+    group_position: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows [n_tokens_seen, d], their token ids): W_E, or `what`'s mean activation per token.
+
+    For a hook, examples are grouped by their token at `group_position` (default: `position`) and the
+    hook's activation at `position` is averaged within each group.
+    """
+    if what == "W_E":
+        W = model.embed.W_E.detach().double()
+        return W, torch.arange(W.shape[0])
+    if batch is None:
+        raise GrokscopeError("a hook's mean activation per token needs examples")
+    group_position = position if group_position is None else group_position
+    act = collect(model, batch, [what], [position])[what][:, 0].double()  # [N, d]
+    tok = batch.tokens[:, group_position]
+    seen = tok.unique()
+    sums = torch.zeros(int(tok.max()) + 1, act.shape[1], dtype=torch.float64).index_add_(0, tok, act)
+    counts = torch.bincount(tok, minlength=sums.shape[0]).double()
+    return sums[seen] / counts[seen, None], seen
+
+
+@dataclass
+class PCAOverTime:
+    steps: list[int]
+    tokens: torch.Tensor  # [n] token ids of the rows
+    explained: torch.Tensor  # [S, k]
+    projections: torch.Tensor  # [S, n, k]
+
+
+def pca_over_checkpoints(
+    rows_by_step: dict[int, torch.Tensor], tokens: torch.Tensor, k: int = 6, basis: str = "each"
+) -> PCAOverTime:
+    """PCA of each checkpoint's rows; `basis` 'each' (sign-aligned) or 'final' (last step's components)."""
+    if basis not in ("each", "final"):
+        raise GrokscopeError(f"bad PCA basis {basis!r}: use 'each' or 'final'")
+    steps = sorted(rows_by_step)
+    results = [pca(rows_by_step[s], k) for s in steps]
+    if basis == "final":
+        final = results[-1]
+        results = [
+            PCAResult(
+                final.mean,
+                final.components,
+                _explained_along(rows_by_step[s], final.components),
+                (rows_by_step[s].double() - rows_by_step[s].double().mean(0)) @ final.components.T,
+            )
+            for s in steps
+        ]
+    else:
+        for i in range(len(results) - 1, 0, -1):  # align backwards from the final, most structured one
+            results[i - 1] = align_to(results[i - 1], results[i].components)
+    kk = min(r.projections.shape[1] for r in results)
+    return PCAOverTime(
+        steps,
+        tokens,
+        torch.stack([r.explained[:kk] for r in results]),
+        torch.stack([r.projections[:, :kk] for r in results]),
+    )
+
+
+def _explained_along(X: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
+    Xc = X.double() - X.double().mean(0)
+    return ((Xc @ components.T) ** 2).sum(0) / (Xc**2).sum().clamp(min=1e-300)
+
+
+# ----------------------------------------------------------------------------- Fourier circles
+
+
+def fourier_basis(p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin rows [n_freq, p] for frequencies 1..(p-1)//2, unit norm."""
+    x = torch.arange(p, dtype=torch.float64)
+    k = torch.arange(1, (p - 1) // 2 + 1, dtype=torch.float64)[:, None]
+    cos, sin = torch.cos(2 * math.pi * k * x / p), torch.sin(2 * math.pi * k * x / p)
+    return cos / cos.norm(dim=1, keepdim=True), sin / sin.norm(dim=1, keepdim=True)
+
+
+def embedding_frequency_norms(W: torch.Tensor) -> torch.Tensor:
+    """[n_freq]: the norm of the embedding of p numbers (W [p, d]) along each frequency's cos/sin pair."""
+    cos, sin = fourier_basis(W.shape[0])
+    W = W.double()
+    return (((cos @ W) ** 2).sum(1) + ((sin @ W) ** 2).sum(1)).sqrt()
+
+
+def key_frequencies(W: torch.Tensor, share: float = 0.25, max_keys: int = 8) -> list[int]:
+    """Frequencies whose embedding norm is at least `share` of the largest (at most `max_keys`)."""
+    norms = embedding_frequency_norms(W)
+    order = norms.argsort(descending=True)[:max_keys]
+    return sorted(int(i) + 1 for i in order if norms[i] >= share * norms.max())
+
+
+def circle_projections(W: torch.Tensor, freqs: list[int]) -> torch.Tensor:
+    """[F, p, 2]: the p number embeddings projected on the plane each frequency's cos/sin pair spans.
+
+    The plane is spanned by the d_model directions W^T cos_k and W^T sin_k (orthonormalised), so a
+    model using frequency k places the numbers on a circle there, in the order 0, k, 2k, ... mod p.
+    """
+    cos, sin = fourier_basis(W.shape[0])
+    W = W.double()
+    Wc = W - W.mean(0)
+    out = []
+    for f in freqs:
+        plane = torch.stack([W.T @ cos[f - 1], W.T @ sin[f - 1]], dim=1)  # [d, 2]
+        q, _ = torch.linalg.qr(plane)
+        out.append(Wc @ q)
+    return torch.stack(out) if out else torch.zeros(0, W.shape[0], 2, dtype=torch.float64)

@@ -1,0 +1,204 @@
+"""Figures of the interpretability toolkit: one function per figure, returning a matplotlib Figure (no I/O)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _grid(n: int, max_cols: int = 4, size: float = 3.0):
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n])
+
+
+def probe_by_position(rows: list[dict]):
+    """One panel per label column: held-out score vs position for each hook, with baselines."""
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fig, axes = _grid(len(labels))
+    for ax, label in zip(axes, labels, strict=True):
+        mine = [r for r in rows if r["label"] == label]
+        for hook in dict.fromkeys(r["hook"] for r in mine):
+            hr = sorted((r for r in mine if r["hook"] == hook), key=lambda r: r["position"])
+            pos = [r["position"] for r in hr]
+            line = ax.plot(pos, [r["score"] for r in hr], marker="o", ms=3, label=hook)[0]
+            if "control" in hr[0]:
+                ax.plot(pos, [r["control"] for r in hr], ls=":", color=line.get_color(), lw=1)
+        first = sorted((r for r in mine if r["hook"] == mine[0]["hook"]), key=lambda r: r["position"])
+        if "embed" in first[0]:
+            ax.plot(
+                [r["position"] for r in first],
+                [r["embed"] for r in first],
+                ls="--",
+                color="gray",
+                lw=1,
+                label="hook_embed",
+            )
+        ax.axhline(first[0]["majority"], color="black", lw=0.8, alpha=0.5)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("position")
+        ax.set_ylabel(first[0]["metric"])
+        ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
+    axes[0].legend(fontsize=6)
+    fig.suptitle("probe held-out score by position (dotted: control task; black: majority)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def probe_by_step(rows: list[dict]):
+    """One panel per label column: held-out score vs checkpoint at each hook's best final position."""
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fig, axes = _grid(len(labels))
+    last = max(r["step"] for r in rows)
+    for ax, label in zip(axes, labels, strict=True):
+        mine = [r for r in rows if r["label"] == label]
+        for hook in dict.fromkeys(r["hook"] for r in mine):
+            final = [r for r in mine if r["hook"] == hook and r["step"] == last]
+            pos = max(final, key=lambda r: r["score"])["position"]
+            hr = sorted(
+                (r for r in mine if r["hook"] == hook and r["position"] == pos), key=lambda r: r["step"]
+            )
+            ax.plot(
+                [r["step"] for r in hr], [r["score"] for r in hr], marker="o", ms=3, label=f"{hook} @{pos}"
+            )
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
+        ax.legend(fontsize=6)
+    fig.suptitle("probe held-out score across checkpoints", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def lens_figure(rows: list[dict]):
+    """Accuracy and loss of each lens at each hook (all loss positions together)."""
+    rows = [r for r in rows if r["position"] == "all"]
+    hooks = list(dict.fromkeys(r["hook"] for r in rows if r["lens"] != "model"))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    x = np.arange(len(hooks))
+    lenses = [lens for lens in ("logit", "tuned") if any(r["lens"] == lens for r in rows)]
+    for i, lens in enumerate(lenses):
+        by = {r["hook"]: r for r in rows if r["lens"] == lens}
+        w = 0.8 / len(lenses)
+        ax1.bar(x + i * w, [by[h]["acc"] for h in hooks], w, label=f"{lens} lens")
+        ax2.bar(x + i * w, [by[h]["loss"] for h in hooks], w, label=f"{lens} lens")
+    model = [r for r in rows if r["lens"] == "model"]
+    if model:
+        ax1.axhline(model[0]["acc"], color="black", lw=0.8, label="model output")
+        ax2.axhline(model[0]["loss"], color="black", lw=0.8)
+    for ax, name in ((ax1, "accuracy"), (ax2, "loss (nats)")):
+        ax.set_xticks(
+            x + 0.4 - 0.4 / len(lenses), [h.replace("blocks.", "") for h in hooks], rotation=30, fontsize=7
+        )
+        ax.set_ylabel(name)
+    ax2.set_yscale("log")
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _scatter(ax, xy, colors, labels=None, title=""):
+    ax.scatter(xy[:, 0], xy[:, 1], c=colors, cmap="hsv", s=14)
+    if labels is not None and len(labels) <= 40:
+        for (x, y), t in zip(xy, labels, strict=True):
+            ax.annotate(t, (x, y), fontsize=5)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def pca_small_multiples(steps, projections, explained, token_labels, max_panels: int = 12):
+    """PC1 vs PC2 of the token rows at up to `max_panels` checkpoints."""
+    idx = np.unique(np.linspace(0, len(steps) - 1, min(max_panels, len(steps))).round().astype(int))
+    fig, axes = _grid(len(idx), size=2.6)
+    colors = np.arange(projections.shape[1])
+    for ax, i in zip(axes, idx, strict=True):
+        ev = explained[i]
+        _scatter(
+            ax,
+            projections[i, :, :2],
+            colors,
+            token_labels,
+            f"step {steps[i]}  PC1 {ev[0]:.0%} PC2 {ev[1]:.0%}",
+        )
+    fig.tight_layout()
+    return fig
+
+
+def explained_variance_figure(steps, explained):
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for j in range(explained.shape[1]):
+        ax.plot(steps, explained[:, j], label=f"PC{j + 1}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("fraction of variance")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def pca_animation(steps, projections, explained, token_labels):
+    """A FuncAnimation of PC1 vs PC2 over checkpoints (save with matplotlib's PillowWriter)."""
+    from matplotlib.animation import FuncAnimation
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    lim = np.abs(projections[:, :, :2]).max() * 1.1
+
+    def draw(i):
+        ax.clear()
+        _scatter(
+            ax,
+            projections[i, :, :2],
+            np.arange(projections.shape[1]),
+            token_labels,
+            f"step {steps[i]}  PC1 {explained[i][0]:.0%} PC2 {explained[i][1]:.0%}",
+        )
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+
+    return fig, FuncAnimation(fig, draw, frames=len(steps), interval=250)
+
+
+def circles_figure(projections, freqs, title=""):
+    """One panel per key frequency: the numbers on that frequency's cos/sin plane, coloured by value."""
+    fig, axes = _grid(max(1, len(freqs)), size=2.6)
+    p = projections.shape[1]
+    for ax, f, xy in zip(axes, freqs, projections, strict=False):
+        _scatter(ax, xy, np.arange(p), [str(i) for i in range(p)] if p <= 40 else None, f"frequency {f}")
+        ax.set_aspect("equal")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_grid(
+    tables: list[np.ndarray],
+    titles: list[str],
+    xlabel: str,
+    ylabel: str,
+    xticks: list[str] | None = None,
+    yticks: list[str] | None = None,
+    suptitle: str = "",
+):
+    """Small multiples of heatmaps (diverging colour scale centred at 0)."""
+    fig, axes = _grid(len(tables), size=3.2)
+    for ax, t, title in zip(axes, tables, titles, strict=True):
+        m = np.abs(t).max() or 1.0
+        im = ax.imshow(t, cmap="RdBu_r", vmin=-m, vmax=m, aspect="auto", interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=7)
+        ax.set_ylabel(ylabel, fontsize=7)
+        for ticks, setter, n in ((xticks, ax.set_xticks, t.shape[1]), (yticks, ax.set_yticks, t.shape[0])):
+            if ticks is not None and n <= 32:
+                setter(range(n), ticks[:n], fontsize=5)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return fig
