@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -10,7 +11,9 @@ from grokscope.config import ModelConfig, RunConfig
 from grokscope.errors import GrokscopeError
 from grokscope.model import Transformer
 from grokscope.tasks import Task, build_task
-from grokscope.train.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from grokscope.train.run_folder import RunFolder
 
 
 def resolve_model_config(model: ModelConfig, task: Task) -> ModelConfig:
@@ -57,6 +60,8 @@ def load_weights(model: Transformer, weights: dict[str, torch.Tensor], source: s
 
 def load_run(path, step: int | None = None) -> tuple[RunFolder, RunConfig, Task, Transformer]:
     """Open a run folder and return its config, task, and model at `step` (default: last checkpoint)."""
+    from grokscope.train.run_folder import RunFolder
+
     run = RunFolder.open(path)
     config = run.config()
     task, model = build(config)
