@@ -7,12 +7,16 @@ from typing import Any
 from grokscope.errors import GrokscopeError
 from grokscope.tasks.addition import AdditionConfig, AdditionTask
 from grokscope.tasks.base import Batch, Task
+from grokscope.tasks.induction import InductionConfig, InductionTask
 from grokscope.tasks.modular import ModularConfig, ModularTask
+from grokscope.tasks.skip_trigram import SkipTrigramConfig, SkipTrigramTask
 
 # kind -> (config dataclass, task class); later task families register here.
 TASKS: dict[str, tuple[type, type]] = {
     "modular": (ModularConfig, ModularTask),
     "addition": (AdditionConfig, AdditionTask),
+    "induction": (InductionConfig, InductionTask),
+    "skip_trigram": (SkipTrigramConfig, SkipTrigramTask),
 }
 
 

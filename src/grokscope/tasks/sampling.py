@@ -112,7 +112,12 @@ def example_keys(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     Two independent modular hashes; distinct pairs collide with probability ~2**-62, and a collision
     can only make a split more conservative (an example treated as already taken).
     """
-    D = torch.cat([A, B], 1).long()
+    return row_keys(torch.cat([A, B], 1))
+
+
+def row_keys(D: torch.Tensor) -> torch.Tensor:
+    """A 62-bit fingerprint of each row of a small-integer tensor [n, width] (values < 1000, width < 10**5)."""
+    D = D.long()
     r1, r2 = _multipliers(D.shape[1])
     h1 = (D * r1).sum(1) % _P1
     h2 = (D * r2).sum(1) % _P2
