@@ -19,6 +19,9 @@ from grokscope.errors import GrokscopeError
 from grokscope.model.hooks import HookedRootModule, HookPoint
 from grokscope.model.positional import build_positional
 
+# Attention over at most this many (query, key) pairs is computed by broadcasting, not bmm.
+_BROADCAST_ATTENTION_MAX = 64
+
 
 def _randn(generator: torch.Generator, *shape: int, scale: float) -> nn.Parameter:
     return nn.Parameter(torch.randn(*shape, generator=generator) * scale)
@@ -57,8 +60,10 @@ class Attention(nn.Module):
             setattr(self, name, HookPoint())
 
     def project(self, x: torch.Tensor, which: str) -> torch.Tensor:
-        """x [..., d_model] -> [..., n_heads, d_head] through W_Q, W_K or W_V."""
-        out = torch.einsum("...d,hde->...he", x, getattr(self, f"W_{which}"))
+        """x [..., d_model] -> [..., n_heads, d_head] through W_Q, W_K or W_V (one plain matmul)."""
+        W = getattr(self, f"W_{which}")
+        H, d, dh = W.shape
+        out = (x @ W.transpose(0, 1).reshape(d, H * dh)).unflatten(-1, (H, dh))
         return out + getattr(self, f"b_{which}") if self.has_bias else out
 
     def forward(
@@ -72,15 +77,23 @@ class Attention(nn.Module):
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         k_pos = torch.arange(k.shape[1], device=k.device)
         q, k = pe.rotate(q, q_pos), pe.rotate(k, k_pos)
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
+        small = q.shape[1] * k.shape[1] <= _BROADCAST_ATTENTION_MAX
+        if small:  # tiny contexts: broadcast-multiply beats thousands of tiny batched matmuls
+            scores = (q[:, :, None] * k[:, None]).sum(-1).permute(0, 3, 1, 2) / math.sqrt(self.d_head)
+        else:
+            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
         bias = pe.score_bias(q_pos, k_pos)
         if bias is not None:
             scores = scores + bias
         causal = k_pos[None, :] > q_pos[:, None]
         scores = self.hook_attn_scores(scores.masked_fill(causal, float("-inf")))
         pattern = self.hook_pattern(scores.softmax(dim=-1))
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
-        out = torch.einsum("bqhe,hed->bqd", z, self.W_O)
+        if small:
+            z = (pattern.permute(0, 2, 3, 1)[..., None] * v[:, None]).sum(2)
+        else:
+            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        z = self.hook_z(z)
+        out = z.flatten(-2) @ self.W_O.flatten(0, 1)
         return out + self.b_O if self.has_bias else out
 
 
@@ -164,6 +177,7 @@ class Transformer(HookedRootModule):
             self.unembed.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out))
         self.hook_embed = HookPoint()
         self.hook_pos_embed = HookPoint()
+        self.use_layer0_table = True
         self.setup_hooks()
 
     def forward(
@@ -183,7 +197,8 @@ class Transformer(HookedRootModule):
         pos_table = self.pos_embed.residual(T)
         pos_tok = self._per_token_positions(pos_ids) if self.pos_embed.needs_ids else None
         use_table = (
-            not self._hooks_active
+            self.use_layer0_table
+            and not self._hooks_active
             and n_blocks > 0
             and self.pos_embed.absolute_only
             and self.cfg.d_vocab * T < B * T
