@@ -1,0 +1,138 @@
+"""Key frequencies: the few k whose cos/sin the MLP neurons are built from (Nanda et al. 2023, §4).
+
+For each neuron: center its activation over the p² inputs, and measure what fraction of its variance
+lies in the 2D Fourier block {const, cos k, sin k}² (rows: a, columns: b). Its frequency is the k with
+the largest fraction; it *counts* if that fraction is >= `threshold` (0.85). A key frequency is one
+that at least `min_share` (2%) of the neurons, and at least one, count for.
+
+Vectorized over neurons, frequencies and any leading axes (checkpoints): one real FFT per neuron,
+no Python loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from grokscope.analysis.fourier import group_energy_2d, n_freqs
+
+THRESHOLD = 0.85
+MIN_SHARE = 0.02
+
+
+def neuron_freq_fractions(neurons: torch.Tensor, p: int) -> torch.Tensor:
+    """[..., p², N] activations -> [..., N, K]: fraction of each neuron's variance in frequency k=1..K.
+
+    The block {const, cos k, sin k}² of a map X[a, b] holds the 2D DFT entries (±k, 0), (0, ±k),
+    (±k, ±k). Each is a 1D DFT of a p-vector of sums: X̂[k, 0] of the row sums, X̂[0, k] of the column
+    sums, X̂[k, k] of X summed over a+b ≡ m and X̂[k, -k] of X summed over a-b ≡ m. So the fractions
+    cost four O(p²N) binning passes and four tiny [K, p] x [p, N] products: no O(p³N) 2D transform,
+    no FFT (slow for prime p). Centering only changes the constant term, i.e. only the denominator.
+    """
+    N = neurons.shape[-1]
+    x = neurons.reshape(*neurons.shape[:-2], p, p, N)  # [..., a, b, N]
+    a = torch.arange(p).repeat_interleave(p)
+    b = torch.arange(p).repeat(p)
+    sums = [x.sum(dim=-2), x.sum(dim=-3)]  # over b (a function of a), over a (a function of b)
+    for m in ((a + b) % p, (a - b) % p):
+        binned = torch.zeros(*neurons.shape[:-2], p, N, dtype=neurons.dtype, device=neurons.device)
+        sums.append(binned.index_add_(-2, m.to(neurons.device), neurons))
+    k = torch.arange(1, n_freqs(p) + 1, dtype=torch.float64)[:, None] * torch.arange(p, dtype=torch.float64)
+    C, S = torch.cos(2 * math.pi * k / p), torch.sin(2 * math.pi * k / p)  # [K, p]
+    power = sum((C @ v.double()).square() + (S @ v.double()).square() for v in sums)  # [..., K, N]
+    inside = 2 * power / p**2
+    # centered energy Σx² − (Σx)²/p², from two fast reductions (torch.var is several times slower)
+    total = neurons.square().sum(dim=-2).double() - sums[0].double().sum(dim=-2).square() / p**2
+    return (inside / total[..., None, :].clamp_min(torch.finfo(torch.float64).tiny)).transpose(-1, -2)
+
+
+def neuron_freq_fractions_fft(neurons: torch.Tensor, p: int) -> torch.Tensor:
+    """Same as `neuron_freq_fractions`, from all 2D block energies (real FFT); a cross-check."""
+    x = neurons.double()
+    x = x - x.mean(dim=-2, keepdim=True)
+    maps = x.movedim(-1, -2).reshape(*x.shape[:-2], x.shape[-1], p, p)  # [..., N, a, b]
+    energy = group_energy_2d(maps)  # [..., N, K+1, K+1]
+    total = energy.sum(dim=(-2, -1))
+    diag = energy.diagonal(dim1=-2, dim2=-1)
+    inside = energy[..., 0, 1:] + energy[..., 1:, 0] + diag[..., 1:] + energy[..., :1, 0]
+    return inside / total[..., None].clamp_min(torch.finfo(torch.float64).tiny)
+
+
+def neuron_frequencies(neurons: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each neuron's best frequency (1..K) and the fraction of its variance that frequency explains."""
+    frac, idx = neuron_freq_fractions(neurons, p).max(dim=-1)
+    return idx + 1, frac
+
+
+def select_key_freqs(
+    freq: torch.Tensor, frac: torch.Tensor, threshold: float = THRESHOLD, min_share: float = MIN_SHARE
+) -> list[int]:
+    """Frequencies that >= max(1, min_share * N) neurons count for (fraction >= threshold)."""
+    counted = freq[frac >= threshold]
+    if counted.numel() == 0:
+        return []
+    ks, counts = torch.unique(counted, return_counts=True)
+    need = max(1.0, min_share * freq.numel())
+    return [int(k) for k, c in zip(ks, counts, strict=True) if c >= need]
+
+
+@dataclass
+class KeyFrequencies:
+    """The rule's result at one checkpoint, as stored in `analysis/key_frequencies.json`."""
+
+    step: int | None
+    key_freqs: list[int]
+    threshold: float
+    min_share: float
+    neuron_freq: list[int]
+    neuron_frac: list[float]
+    source: str = "detected"  # or "user"
+
+    @property
+    def frac_neurons_explained(self) -> float:
+        return sum(f >= self.threshold for f in self.neuron_frac) / max(1, len(self.neuron_frac))
+
+    def neurons_per_freq(self, K: int) -> list[int]:
+        """How many counted neurons each frequency 1..K has."""
+        counts = [0] * K
+        for k, f in zip(self.neuron_freq, self.neuron_frac, strict=True):
+            if f >= self.threshold:
+                counts[k - 1] += 1
+        return counts
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def key_frequencies(
+    neurons: torch.Tensor,
+    p: int,
+    threshold: float = THRESHOLD,
+    min_share: float = MIN_SHARE,
+    step: int | None = None,
+) -> KeyFrequencies:
+    """Apply the rule to one checkpoint's [p², N] neuron activations."""
+    freq, frac = neuron_frequencies(neurons, p)
+    return KeyFrequencies(
+        step=step,
+        key_freqs=select_key_freqs(freq, frac, threshold, min_share),
+        threshold=threshold,
+        min_share=min_share,
+        neuron_freq=freq.tolist(),
+        neuron_frac=[round(float(f), 6) for f in frac],
+    )
+
+
+def model_key_frequencies(model, task, threshold: float = THRESHOLD, min_share: float = MIN_SHARE):
+    """The rule applied to a model in memory (its last MLP's neurons at the final position)."""
+    from grokscope.analysis.modular_view import check_task, modular_outputs
+
+    check_task(task)
+    neurons = modular_outputs(model, task).neurons
+    if neurons is None:
+        from grokscope.errors import GrokscopeError
+
+        raise GrokscopeError("key frequencies come from MLP neurons; this model has no MLP")
+    return key_frequencies(neurons, task.p, threshold, min_share)

@@ -1,0 +1,80 @@
+"""The three phases of grokking (Nanda et al. 2023, §5), located from the progress table.
+
+The rule, on the per-checkpoint train accuracy and test loss (log10 scale):
+
+1. **Memorization** runs from step 0 to the first checkpoint where train accuracy >= 99%.
+2. **Circuit formation** runs from there to the first checkpoint, after the highest test loss seen
+   since memorization ended, where log10(test loss) has come down 10% of the way from that peak to
+   its final minimum (the minimum over the last 10% of checkpoints). Test loss is still near its
+   peak all through this phase, while restricted loss falls and excluded loss rises.
+3. **Cleanup** runs from there until log10(test loss) has come down 90% of the way. After it the
+   network has grokked and the measures are flat.
+
+Cleanup (and hence the end of circuit formation) is only located when test loss falls by at least a
+factor of 10 from its peak; otherwise the run has not grokked and those boundaries are None.
+`grok_step` is the first checkpoint with test accuracy >= 99%, a headline number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+TRAIN_ACC = 0.99
+START_FRAC = 0.1
+END_FRAC = 0.9
+MIN_DROP_DECADES = 1.0
+
+
+@dataclass
+class Phases:
+    memorization_end: int | None  # = start of circuit formation
+    cleanup_start: int | None  # = end of circuit formation
+    cleanup_end: int | None
+    grok_step: int | None
+    last_step: int
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """(name, start, end) for each phase that was located, for shading plots."""
+        out = []
+        if self.memorization_end is not None:
+            out.append(("memorization", 0, self.memorization_end))
+            if self.cleanup_start is not None:
+                out.append(("circuit formation", self.memorization_end, self.cleanup_start))
+                out.append(("cleanup", self.cleanup_start, self.cleanup_end or self.last_step))
+            else:
+                out.append(("circuit formation?", self.memorization_end, self.last_step))
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first(steps: np.ndarray, mask: np.ndarray) -> int | None:
+    hits = np.flatnonzero(mask)
+    return int(steps[hits[0]]) if hits.size else None
+
+
+def detect_phases(progress: dict[str, np.ndarray]) -> Phases:
+    """Apply the rule above to columns `step`, `train_acc`, `test_acc`, `test_loss`."""
+    steps = np.asarray(progress["step"])
+    train_acc = np.asarray(progress["train_acc"])
+    test_acc = np.asarray(progress["test_acc"])
+    log_test = np.log10(np.maximum(np.asarray(progress["test_loss"]), 1e-300))
+    last = int(steps[-1])
+    grok = _first(steps, test_acc >= TRAIN_ACC)
+    mem_end = _first(steps, train_acc >= TRAIN_ACC)
+    if mem_end is None:
+        return Phases(None, None, None, grok, last)
+    after = np.flatnonzero(steps >= mem_end)
+    peak_i = after[np.argmax(log_test[after])]
+    tail = max(1, len(steps) // 10)
+    low = log_test[-tail:].min()
+    drop = log_test[peak_i] - low
+    if drop < MIN_DROP_DECADES:
+        return Phases(mem_end, None, None, grok, last)
+    later = np.arange(len(steps)) > peak_i
+    start = _first(steps, later & (log_test <= log_test[peak_i] - START_FRAC * drop))
+    end = _first(steps, later & (log_test <= log_test[peak_i] - END_FRAC * drop))
+    return Phases(mem_end, start, end, grok, last)

@@ -1,0 +1,263 @@
+"""`analyze_run(DIR)`: every progress measure at every checkpoint, cached in `DIR/analysis/`.
+
+Files written (one row per checkpoint in each CSV):
+```
+analysis/progress.csv              losses, accuracies, restricted/excluded loss, Gini, Σw², ...
+analysis/cos_coeffs.csv            coefficient of cos(k(a+b−c)) in the logits, k = 1..(p-1)/2
+analysis/excluded_loss_by_freq.csv train loss with each key frequency removed alone
+analysis/fourier_W_E.csv           Fourier-component norms of W_E (const, cos_1, sin_1, ...)
+analysis/fourier_W_L.csv           Fourier-component norms of W_L = W_out W_U along the answer axis
+analysis/key_frequencies.json      key frequencies + each neuron's frequency and fraction explained
+analysis/analysis_meta.json        what the tables were computed with (the cache key)
+```
+A second call computes only checkpoints missing from the tables, unless the key frequencies or
+options changed (then everything is recomputed). Checkpoints are streamed in chunks, so memory does
+not grow with their number.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grokscope.analysis import progress as pm
+from grokscope.analysis.fourier import basis_names, n_freqs
+from grokscope.analysis.key_frequencies import (
+    MIN_SHARE,
+    THRESHOLD,
+    KeyFrequencies,
+    key_frequencies,
+    neuron_frequencies,
+    select_key_freqs,
+)
+from grokscope.analysis.modular_view import check_task, last_mlp_name, modular_outputs
+from grokscope.analysis.tables import read_table, write_table
+from grokscope.errors import GrokscopeError
+
+ANALYSIS_VERSION = 1
+PROGRESS_COLUMNS = [
+    "step",
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "restricted_loss_train",
+    "restricted_loss_test",
+    "excluded_loss_train",
+    "excluded_loss_test",
+    "gini_W_E",
+    "gini_W_L",
+    "sum_sq_weights",
+    "frac_neurons_explained",
+    "n_key_freqs_here",
+]
+TABLES = ("progress", "cos_coeffs", "excluded_loss_by_freq", "fourier_W_E", "fourier_W_L")
+
+
+@dataclass
+class RunAnalysis:
+    """The analysis tables of one run, as numpy columns (what plots and the report read)."""
+
+    path: Path
+    p: int
+    key: KeyFrequencies
+    progress: dict[str, np.ndarray]
+    cos_coeffs: dict[str, np.ndarray]
+    excluded_by_freq: dict[str, np.ndarray]
+    fourier_W_E: dict[str, np.ndarray]
+    fourier_W_L: dict[str, np.ndarray]
+    meta: dict
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.progress["step"]
+
+
+def _files(adir: Path) -> dict[str, Path]:
+    return {name: adir / f"{name}.csv" for name in TABLES}
+
+
+def load_analysis(path: str | Path) -> RunAnalysis:
+    """Read the tables `analyze_run` wrote (clear error if it has not run)."""
+    path = Path(path)
+    adir = path / "analysis"
+    meta_path = adir / "analysis_meta.json"
+    if not meta_path.is_file():
+        raise GrokscopeError(f"{path} has no progress analysis yet; run `grokscope analyze {path}`")
+    meta = json.loads(meta_path.read_text())
+    key = KeyFrequencies(**json.loads((adir / "key_frequencies.json").read_text()))
+    t = {name: read_table(f) for name, f in _files(adir).items()}
+    return RunAnalysis(
+        path,
+        meta["p"],
+        key,
+        t["progress"],
+        t["cos_coeffs"],
+        t["excluded_loss_by_freq"],
+        t["fourier_W_E"],
+        t["fourier_W_L"],
+        meta,
+    )
+
+
+def _resolve_key(run, model, task, key_freqs, threshold, min_share) -> KeyFrequencies:
+    """Detected on the final checkpoint (stored with per-neuron data), or the user's list."""
+    from grokscope.loading import load_weights
+
+    last = run.checkpoint_steps()[-1]
+    load_weights(model, run.load_checkpoint(last), f"checkpoint step {last} of {run.path}")
+    neurons = modular_outputs(model, task).neurons
+    if neurons is None:
+        raise GrokscopeError("the progress measures need an MLP (key frequencies come from its neurons)")
+    key = key_frequencies(neurons, task.p, threshold, min_share, step=last)
+    if key_freqs is not None:
+        K = n_freqs(task.p)
+        bad = [k for k in key_freqs if not 1 <= k <= K]
+        if bad or len(set(key_freqs)) != len(key_freqs):
+            raise GrokscopeError(
+                f"key frequencies must be distinct integers in 1..{K} for p = {task.p}; got {key_freqs}"
+            )
+        key.key_freqs = sorted(key_freqs)
+        key.source = "user"
+    return key
+
+
+def analyze_run(
+    path: str | Path,
+    key_freqs: list[int] | None = None,
+    per_checkpoint: bool = False,
+    threshold: float = THRESHOLD,
+    min_share: float = MIN_SHARE,
+    chunk: int = 8,
+    recompute: bool = False,
+    progress: bool = False,
+) -> RunAnalysis:
+    """Compute (or update) the progress tables of the run folder at `path`; returns them.
+
+    key_freqs: use these instead of the ones detected on the final checkpoint.
+    per_checkpoint: restricted/excluded losses use the key frequencies detected at each checkpoint.
+    """
+    import grokscope.train  # noqa: F401  (import order: train before loading)
+    from grokscope.loading import build, load_weights
+    from grokscope.train.run_folder import RunFolder, atomic_write_text
+
+    if not 0 < threshold <= 1 or not 0 <= min_share <= 1:
+        raise GrokscopeError("threshold must be in (0, 1] and min_share in [0, 1]")
+    run = RunFolder.open(path)
+    config = run.config()
+    if config.task.kind != "modular":
+        raise GrokscopeError(
+            f"the progress measures analyse modular-arithmetic runs; {run.path} has task.kind = "
+            f"{config.task.kind!r}"
+        )
+    task, model = build(config)
+    sign = check_task(task)
+    model.eval()
+    steps = run.checkpoint_steps()
+    if not steps:
+        raise GrokscopeError(f"{run.path} has no checkpoints to analyse yet")
+    p = task.p
+    key = _resolve_key(run, model, task, key_freqs, threshold, min_share)
+    adir = run.subdir("analysis")
+    meta = {
+        "version": ANALYSIS_VERSION,
+        "p": p,
+        "key_freqs": key.key_freqs,
+        "key_source": key.source,
+        "per_checkpoint": per_checkpoint,
+        "threshold": threshold,
+        "min_share": min_share,
+    }
+    files = _files(adir)
+    meta_path = adir / "analysis_meta.json"
+    cached: dict[str, dict[str, np.ndarray]] = {}
+    if not recompute and meta_path.is_file() and all(f.is_file() for f in files.values()):
+        try:
+            if json.loads(meta_path.read_text()) == meta:
+                cached = {name: read_table(f) for name, f in files.items()}
+        except (GrokscopeError, json.JSONDecodeError):
+            cached = {}
+    done = set(cached["progress"]["step"].tolist()) if cached else set()
+    todo = [s for s in steps if s not in done]
+
+    new_rows: dict[str, list[list[float]]] = {name: [] for name in TABLES}
+    mlp = last_mlp_name(dict(model.named_parameters()))
+    bar = _bar(len(todo), progress)
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        logits, counts = [], []
+        for step in part:
+            weights = run.load_checkpoint(step)
+            load_weights(model, weights, f"checkpoint step {step} of {run.path}")
+            out = modular_outputs(model, task)
+            logits.append(out.logits)
+            freq, frac = neuron_frequencies(out.neurons, p)
+            here = select_key_freqs(freq, frac, threshold, min_share)
+            counts.append((float((frac >= threshold).double().mean()), here))
+            w = pm.weight_measures(weights, p, mlp)
+            new_rows["fourier_W_E"].append([step, *pm.fourier_norms_W_E(weights["embed.W_E"], p).tolist()])
+            norms_L = pm.fourier_norms_W_L(weights[f"{mlp}.W_out"], weights["unembed.W_U"], p)
+            new_rows["fourier_W_L"].append([step, *norms_L.tolist()])
+            counts[-1] = (*counts[-1], w)
+            bar.update(1)
+        L = torch.stack(logits)  # [C, p², p] float64: the chunk's checkpoints at once
+        if per_checkpoint:
+            ms = [pm.logit_measures(L[i], task, counts[i][1], sign) for i in range(len(part))]
+            m = {k: torch.stack([x[k] for x in ms]) for k in ms[0]}
+        else:
+            m = pm.logit_measures(L, task, key.key_freqs, sign)
+        cos = pm.cos_coefficients_from_logits(L, p, sign)
+        excl = pm.excluded_loss_per_freq_from_logits(L, task.labels, task.train_idx, p, key.key_freqs, sign)
+        for i, step in enumerate(part):
+            frac_explained, here, w = counts[i]
+            new_rows["progress"].append(
+                [step]
+                + [float(m[c][i]) for c in PROGRESS_COLUMNS[1:9]]
+                + [w["gini_W_E"], w["gini_W_L"], w["sum_sq_weights"], frac_explained, len(here)]
+            )
+            new_rows["cos_coeffs"].append([step, *cos[i].tolist()])
+            new_rows["excluded_loss_by_freq"].append([step, *excl[i].tolist()])
+    bar.close()
+
+    names = [n.replace(" ", "_") for n in basis_names(p)]
+    columns = {
+        "progress": PROGRESS_COLUMNS,
+        "cos_coeffs": ["step"] + [f"k{k}" for k in range(1, n_freqs(p) + 1)],
+        "excluded_loss_by_freq": ["step"] + [f"k{k}" for k in key.key_freqs],
+        "fourier_W_E": ["step", *names],
+        "fourier_W_L": ["step", *names],
+    }
+    keep = set(steps)
+    for name in TABLES:
+        rows = new_rows[name]
+        if cached:
+            old = cached[name]
+            rows += [[old[c][i] for c in columns[name]] for i in range(len(old["step"]))]
+        rows = sorted((r for r in rows if int(r[0]) in keep), key=lambda r: r[0])
+        rows = [[int(r[0]), *r[1:]] for r in rows]
+        write_table(files[name], columns[name], rows)
+    atomic_write_text(adir / "key_frequencies.json", json.dumps(key.to_dict(), indent=1))
+    atomic_write_text(meta_path, json.dumps(meta, indent=1))
+    result = load_analysis(run.path)
+    result.meta["computed_steps"] = todo
+    return result
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, show: bool):
+    if not show or total == 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="analysing checkpoints", unit="ckpt")
