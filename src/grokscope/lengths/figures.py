@@ -71,6 +71,7 @@ def by_length(summary: dict[str, dict[str, np.ndarray]], lengths: list[int], tra
         axes, ("len a = len b", "longer operand has L digits (mean over cells)"), strict=True
     ):
         ax.axvspan(train_digits[0] - 0.5, train_digits[1] + 0.5, color="grey", alpha=0.12, lw=0)
+        ax.set_xticks(L)
         ax.set_xlabel("digits L")
         ax.set_title(title, fontsize=10)
         ax.set_ylim(-0.03, 1.03)

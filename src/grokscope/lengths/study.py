@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -144,7 +145,8 @@ def evaluate_runs(
         env_threads = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = "1"
         try:
-            with ProcessPoolExecutor(max_workers=min(workers, len(keys))) as pool:
+            ctx = multiprocessing.get_context("spawn")  # no fork of a parent whose torch threads ran
+            with ProcessPoolExecutor(max_workers=min(workers, len(keys)), mp_context=ctx) as pool:
                 grids = list(pool.map(_grid_of_run, *zip(*args, strict=True)))
         finally:
             if env_threads is None:
