@@ -251,6 +251,10 @@ def _make_trial(
 ) -> Trial:
     overrides = dict(combo)
     name = overrides.pop("name", None) or trial_name(overrides, seed, swept)
+    if not isinstance(name, str) or not name or _UNSAFE.search(name) or name.startswith("."):
+        raise GrokscopeError(
+            f"{where}: trial name {name!r} must be a non-empty folder name of letters, digits and ._+-="
+        )
     trial = Trial(name, overrides, seed)
     try:
         data = apply_overrides(base, [*trial.override_args(), f"name={format_value(name)}"])
@@ -280,7 +284,7 @@ def _describe(t: Trial) -> str:
 
 # ----------------------------------------------------------------------------- naming
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 
 def format_value(value: Any) -> str:
