@@ -99,12 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _feature_verbs() -> list[Callable]:
     """Verbs contributed by feature packages (analysis, addition eval, probes, sweeps, ...)."""
+    from grokscope.analysis.cli import register as analysis_verbs
     from grokscope.evaluation.cli import register as eval_verbs
     from grokscope.interp.cli import register as interp_verbs
     from grokscope.lengths.cli import register as lengths_verbs
     from grokscope.sweep.cli import register as sweep_verbs
 
-    return [sweep_verbs, interp_verbs, eval_verbs, lengths_verbs]
+    return [analysis_verbs, sweep_verbs, interp_verbs, eval_verbs, lengths_verbs]
 
 
 def main(argv: list[str] | None = None) -> int:

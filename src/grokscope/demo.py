@@ -10,7 +10,7 @@ from grokscope.train import RunFolder, resume, train
 
 
 def run_demo(out: Path, preset: str = "mainline", overwrite: bool = False, progress: bool = True) -> Path:
-    """Train (or finish training) `preset` in `out`; returns the run folder."""
+    """Train (or finish training) `preset` in `out`, analyse it and write its report; returns the run folder."""
     if (out / "config.toml").is_file() and not overwrite:
         print(f"continuing the demo run in {out}")
         result = resume(out, progress=progress)
@@ -19,4 +19,11 @@ def run_demo(out: Path, preset: str = "mainline", overwrite: bool = False, progr
         result = train(config, out, overwrite=overwrite, progress=progress)
     row = result.last_metrics
     print(f"{out}: trained to step {result.step}; test accuracy {row.get('test_acc', float('nan')):.4f}")
+    from grokscope.analysis.cli import analyzable, run_analyze
+    from grokscope.report import write_report
+
+    if analyzable(out):
+        run_analyze(out, progress=progress, figures=False)
+    report = write_report(out)
+    print(f"report: {report}")
     return RunFolder(out).path

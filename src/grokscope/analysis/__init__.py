@@ -2,19 +2,30 @@
 
 `analyze_run(dir)` writes the per-checkpoint tables; `grokscope.analysis.progress` has one function
 per measure for a model in memory; `detect_phases` locates memorization / circuit formation / cleanup.
+Names are imported lazily so that `grokscope --help` does not load torch.
 """
 
-from grokscope.analysis.key_frequencies import KeyFrequencies, key_frequencies, model_key_frequencies
-from grokscope.analysis.phases import Phases, detect_phases
-from grokscope.analysis.run_analysis import RunAnalysis, analyze_run, load_analysis
+from __future__ import annotations
 
-__all__ = [
-    "KeyFrequencies",
-    "Phases",
-    "RunAnalysis",
-    "analyze_run",
-    "detect_phases",
-    "key_frequencies",
-    "load_analysis",
-    "model_key_frequencies",
-]
+import importlib
+
+_EXPORTS = {
+    "KeyFrequencies": "key_frequencies",
+    "key_frequencies": "key_frequencies",
+    "model_key_frequencies": "key_frequencies",
+    "Phases": "phases",
+    "detect_phases": "phases",
+    "RunAnalysis": "run_analysis",
+    "analyze_run": "run_analysis",
+    "load_analysis": "run_analysis",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"grokscope.analysis.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'grokscope.analysis' has no attribute {name!r}")
+
+
+__all__ = list(_EXPORTS)

@@ -17,6 +17,7 @@ not grow with their number.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,12 +136,36 @@ def analyze_run(
     chunk: int = 8,
     recompute: bool = False,
     progress: bool = False,
+    threads: int | None = 1,
 ) -> RunAnalysis:
     """Compute (or update) the progress tables of the run folder at `path`; returns them.
 
     key_freqs: use these instead of the ones detected on the final checkpoint.
     per_checkpoint: restricted/excluded losses use the key frequencies detected at each checkpoint.
+    threads: torch threads while analysing (None: leave as is). One is the default because the work
+    per checkpoint is a few memory-bound passes, which extra threads slow down on a busy machine.
     """
+    with torch_threads(threads):
+        return _analyze_run(path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with `n` torch threads, restoring the previous setting afterwards."""
+    old = torch.get_num_threads()
+    if n is not None:
+        if n < 1:
+            raise GrokscopeError(f"threads must be >= 1, got {n}")
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _analyze_run(
+    path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress
+) -> RunAnalysis:
     import grokscope.train  # noqa: F401  (import order: train before loading)
     from grokscope.loading import build, load_weights
     from grokscope.train.run_folder import RunFolder, atomic_write_text
