@@ -81,13 +81,14 @@ def accuracy_rows(model, task: AdditionTask, sets: dict[str, Batch]) -> list[dic
     return rows
 
 
-def eval_sets_for_table(task: AdditionTask, n_train_max: int = 20000, seed: int = 12345) -> dict[str, Batch]:
-    """The task's eval sets; a finite train set is subsampled to at most `n_train_max` examples."""
+def eval_sets_for_table(task: AdditionTask, n_train_max: int = 5000, seed: int = 12345) -> dict[str, Batch]:
+    """The task's eval sets, with a finite train set's table read on up to `n_train_max` of its
+    examples (a seeded random subset)."""
     sets = dict(task.eval_sets())
-    train = sets["train"]
-    if len(train) > n_train_max:
-        g = torch.Generator().manual_seed(seed)
-        sets["train"] = train.select(torch.randperm(len(train), generator=g)[:n_train_max])
+    if task.train_ops is not None:
+        n = len(task.train_ops.la)
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_train_max]
+        sets["train"] = task.encode(task.train_ops.select(idx.sort().values))
     return sets
 
 

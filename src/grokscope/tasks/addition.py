@@ -32,7 +32,8 @@ whose next token is an answer digit or the EOS.
 
 Data: infinite (`n_train = 0`, a fresh seeded batch per step that skips held-out test examples) or
 finite (`n_train` distinct examples drawn with the test set and saved in the run folder). Eval sets:
-`train`, `test`, stress sets `S0`..`S5` (carry classes; those the digit range allows) and `edge`
+`train` (finite: the first max(n_test, 1000) training examples; infinite: a fixed sample of the
+stream), `test`, stress sets `S0`..`S5` (carry classes; those the digit range allows) and `edge`
 (99999+1, 99999+99999, 11111+88889, 50000+50000, ... at every width).
 """
 
@@ -155,6 +156,7 @@ class AdditionTask(Task):
         self.test_keys = smp.example_keys(self.test_ops.A, self.test_ops.B).sort().values
         self._check_disjoint()
         self._evals: dict[str, Batch] | None = None
+        self._train_full: Batch | None = None
 
     # ------------------------------------------------------------------ sampling
     def draw(self, g: torch.Generator, n: int) -> Operands:
@@ -205,7 +207,9 @@ class AdditionTask(Task):
         if self.train_ops is not None:
             n = len(self.train_ops.la)
             if batch_size <= 0 or batch_size >= n:
-                return self.eval_sets()["train"]
+                if self._train_full is None:
+                    self._train_full = self.encode(self.train_ops)
+                return self._train_full
             idx = torch.randint(0, n, (batch_size,), generator=step_generator(seed, step))
             return self.encode(self.train_ops.select(idx))
         if batch_size <= 0:
@@ -284,8 +288,9 @@ class AdditionTask(Task):
     def eval_sets(self) -> dict[str, Batch]:
         if self._evals is None:
             cfg = self.config
-            if self.train_ops is not None:
-                train = self.encode(self.train_ops)
+            if self.train_ops is not None:  # a fixed subset: evaluating 20k examples often is slow
+                n = min(len(self.train_ops.la), max(cfg.n_test, 1000))
+                train = self.encode(self.train_ops.select(torch.arange(n)))
             else:
                 train = self.sample(cfg.n_test, seed=self.split_seed * 7919 + 29)
             evals = {"train": train, "test": self.encode(self.test_ops)}
