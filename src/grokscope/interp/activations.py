@@ -139,12 +139,23 @@ def example_sets(
     """The examples a probe (or tuned lens) is fitted on and scored on.
 
     Two different eval sets (default: the model's train and test examples) are used as they are;
-    the same name twice is split 70/30 at random. Each side keeps at most `max_examples`.
+    the same name twice is split 70/30 at random. `sample:N` draws N fresh examples from the training
+    distribution (tasks with a `sample` method, e.g. addition; held-out test examples are skipped).
+    Each side keeps at most `max_examples`.
     """
-    sets = task.eval_sets()
+    sets = dict(task.eval_sets())
     for name in (fit, score):
-        if name not in sets:
-            raise GrokscopeError(f"the task has no example set {name!r}; it has {', '.join(sets)}")
+        if name.startswith("sample:"):
+            sets[name] = _sample(task, name, seed)
+        elif name not in sets:
+            raise GrokscopeError(
+                f"the task has no example set {name!r}; it has {', '.join(sets)}"
+                + (
+                    " and sample:N (N fresh training-distribution examples)"
+                    if hasattr(task, "sample")
+                    else ""
+                )
+            )
     g = torch.Generator().manual_seed(seed)
     if fit == score:
         data = sets[fit]
@@ -167,3 +178,16 @@ def example_sets(
     if len(fit_b) < 2 or len(score_b) < 1:
         raise GrokscopeError(f"too few examples to fit and score ({len(fit_b)} and {len(score_b)})")
     return fit_b, score_b
+
+
+def _sample(task: Task, name: str, seed: int) -> Batch:
+    """`sample:N`: N fresh examples from the training distribution (tasks with infinite data)."""
+    if not hasattr(task, "sample"):
+        raise GrokscopeError(f"{name!r}: this task cannot draw fresh examples; use one of its example sets")
+    try:
+        n = int(name.split(":", 1)[1])
+    except ValueError:
+        raise GrokscopeError(f"bad example set {name!r}: use sample:N with an integer N") from None
+    if n < 2:
+        raise GrokscopeError("sample:N needs N >= 2")
+    return task.sample(n, seed=10_007 + seed)

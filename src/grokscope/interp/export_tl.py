@@ -19,6 +19,8 @@ from grokscope.errors import GrokscopeError
 from grokscope.model import Transformer
 
 TOLERANCE = 1e-5
+# Encodings that only add a vector per position to the residual stream: TL's W_pos holds them exactly.
+ADDITIVE_POS = ("learned", "sinusoidal", "none")
 
 
 def require_transformer_lens():
@@ -36,10 +38,10 @@ def require_transformer_lens():
 def check_expressible(model: Transformer) -> None:
     """A clear error for architectures TransformerLens's native model cannot reproduce exactly."""
     cfg = model.cfg
-    if cfg.pos not in ("learned", "none"):
+    if cfg.pos not in ADDITIVE_POS:
         raise GrokscopeError(
-            f"model.pos = {cfg.pos!r} has no exact TransformerLens equivalent here (only learned absolute "
-            "positions, or none, export); the checkpoint cannot be loaded into TransformerLens"
+            f"model.pos = {cfg.pos!r} has no exact TransformerLens equivalent here (only additive absolute "
+            f"positions export: {', '.join(ADDITIVE_POS)}); the checkpoint cannot be loaded into TransformerLens"
         )
 
 
@@ -70,8 +72,8 @@ def tl_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     """Our weights in HookedTransformer property format, with zeros where we have no parameter."""
     cfg = model.cfg
     sd = {n: p.detach().clone() for n, p in model.named_parameters()}
-    if "pos_embed.W_pos" not in sd:
-        sd["pos_embed.W_pos"] = torch.zeros(cfg.n_ctx, cfg.d_model)
+    table = model.pos_embed.residual(cfg.n_ctx)  # learned or sinusoidal table; None for "none"
+    sd["pos_embed.W_pos"] = torch.zeros(cfg.n_ctx, cfg.d_model) if table is None else table.detach().clone()
     for i in range(cfg.n_layers):
         zeros = {
             f"blocks.{i}.attn.b_Q": (cfg.n_heads, cfg.d_head),

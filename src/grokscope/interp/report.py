@@ -1,0 +1,165 @@
+"""Report sections from what the interpretability verbs wrote under DIR/analysis/ (nothing is recomputed).
+
+`interp_report_sections(run_dir)` -> [(title, html)], self-contained HTML (PNGs and GIFs embedded as
+base64), one section per kind of result present: probes, lens, PCA, embedding space, TL export.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from grokscope.interp.io import read_csv
+
+
+def _img(path: Path, alt: str = "") -> str:
+    mime = "image/gif" if path.suffix == ".gif" else "image/png"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<img alt="{html.escape(alt or path.name)}" src="data:{mime};base64,{data}" style="max-width:100%">'
+    )
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    def cell(v):
+        if v is None:
+            return "-"
+        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _last_step(rows: list[dict]) -> list[dict]:
+    steps = [r["step"] for r in rows if r.get("step") is not None]
+    return [r for r in rows if r.get("step") == max(steps)] if steps else rows
+
+
+def _probe_section(d: Path) -> str:
+    parts = []
+    for csv_path in sorted(p for p in d.glob("*.csv") if not p.stem.endswith("_geometry")):
+        rows = _last_step(read_csv(csv_path))
+        best: dict[tuple, dict] = {}
+        for r in rows:
+            key = (r["hook"], r["label"])
+            if key not in best or r["score"] > best[key]["score"]:
+                best[key] = r
+        cols = [
+            c
+            for c in (
+                "hook",
+                "label",
+                "position",
+                "metric",
+                "score",
+                "majority",
+                "embed",
+                "control",
+                "selectivity",
+            )
+            if any(c in r for r in best.values())
+        ]
+        parts.append(
+            f"<h3>label {html.escape(csv_path.stem)}</h3><p>Held-out score at each hook's best "
+            "position (embed: same probe on hook_embed; control: shuffled labels).</p>"
+        )
+        parts.append(_table(list(best.values()), cols))
+        geo_path = d / f"{csv_path.stem}_geometry.csv"
+        if geo_path.is_file():
+            geo = _last_step(read_csv(geo_path))
+            at_best = {(r["label"], r["position"]) for r in best.values()}
+            geo = [g for g in geo if (g["label"], g["position"]) in at_best] or geo
+            if geo:
+                parts.append(
+                    f"<p>Probe directions, cosine between hooks (random |cos| mean "
+                    f"{geo[0]['random_abs_cos_mean']:.3f}, 99th percentile {geo[0]['random_abs_cos_p99']:.3f})"
+                    " and transfer of one hook's probe to the other:</p>"
+                )
+                parts.append(
+                    _table(
+                        geo,
+                        [
+                            "hook_a",
+                            "hook_b",
+                            "label",
+                            "position",
+                            "cosine",
+                            "score_a",
+                            "score_b",
+                            "a_probe_on_b",
+                            "b_probe_on_a",
+                        ],
+                    )
+                )
+        for suffix in ("_by_position.png", "_by_step.png"):
+            fig = d / f"{csv_path.stem}{suffix}"
+            if fig.is_file():
+                parts.append(_img(fig))
+    return "".join(parts)
+
+
+def _lens_section(d: Path) -> str:
+    rows = _last_step(read_csv(d / "lens.csv"))
+    rows = [r for r in rows if r["position"] == "all"]
+    out = (
+        "<p>Accuracy and loss of the true answer when each residual hook is decoded directly (logit lens) "
+        "or through an affine map fitted on training examples (tuned lens). Tuned far above logit: the "
+        "answer is present but not yet in the output basis; both low: it is not computed yet.</p>"
+    )
+    out += _table(rows, ["lens", "hook", "acc", "loss"])
+    if (d / "lens.png").is_file():
+        out += _img(d / "lens.png")
+    return out
+
+
+def _pca_section(d: Path) -> str:
+    out = []
+    for png in sorted(d.glob("*_pca.png")):
+        tag = png.name[: -len("_pca.png")]
+        out.append(f"<h3>{html.escape(tag)}</h3>")
+        for name in (f"{tag}_pca.png", f"{tag}_explained.png", f"{tag}_pca.gif"):
+            if (d / name).is_file():
+                out.append(_img(d / name))
+    if (d / "circles.png").is_file():
+        out.append(
+            "<h3>Key-frequency circles</h3><p>Each panel projects the number embeddings on the plane "
+            "of one key frequency's cos/sin pair.</p>" + _img(d / "circles.png")
+        )
+    return "".join(out)
+
+
+def _embspace_section(d: Path) -> str:
+    out = [
+        "<p>Direct-path token tables (Dar et al. 2023): E·W_QK·Eᵀ, E·W_OV·W_U per head, and MLP neurons' "
+        "input (E·W_in) and output (W_out·W_U) token profiles. LayerNorm and positions are ignored.</p>"
+    ]
+    out += [_img(p) for p in sorted(d.glob("*.png"))]
+    return "".join(out)
+
+
+def _tl_section(d: Path) -> str:
+    cfg = json.loads((d / "config.json").read_text())
+    return (
+        "<p>Exported to TransformerLens 4.x (config.json + weights.safetensors in analysis/tl/); "
+        f"{cfg['n_layers']} layer(s), normalization {cfg['normalization_type']}, act {cfg['act_fn']}.</p>"
+    )
+
+
+def interp_report_sections(run_dir) -> list[tuple[str, str]]:
+    """[(title, html)] for every interpretability result found under run_dir/analysis/."""
+    base = Path(run_dir) / "analysis"
+    sections = []
+    for title, sub, marker, build in (
+        ("Linear probes", "probes", "*.csv", _probe_section),
+        ("Logit lens and tuned lens", "lens", "lens.csv", _lens_section),
+        ("PCA across checkpoints", "pca", "*_pca.png", _pca_section),
+        ("Embedding-space views", "embspace", "*.png", _embspace_section),
+        ("TransformerLens export", "tl", "config.json", _tl_section),
+    ):
+        d = base / sub
+        if d.is_dir() and any(d.glob(marker)):
+            sections.append((title, build(d)))
+    return sections

@@ -1,0 +1,250 @@
+"""Interpretability toolkit: probes, lens, PCA, embedding-space views, TransformerLens export, CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+import torch
+
+import grokscope.train  # noqa: F401  (import before grokscope.loading: the two import each other)
+from grokscope.cli import main
+from grokscope.interp import pca as P
+from grokscope.interp.activations import collect, example_sets, parse_positions, parse_steps
+from grokscope.interp.embedding_space import head_tables, neuron_profiles
+from grokscope.interp.labels import control_labels, resolve_label
+from grokscope.interp.lens import decode, logit_lens, model_logits, tuned_lens
+from grokscope.interp.probes import cosine, fit_probes, random_cosine_baseline
+from grokscope.interp.probing import probe_geometry, probe_model
+from grokscope.loading import build
+from tests.conftest import make_config
+
+HAS_TL = importlib.util.find_spec("transformer_lens") is not None
+HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small fits: one thread is faster than several fighting over shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def planted(n=1500, d=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(1, n, d, generator=g)
+    w = torch.randn(d, generator=g)
+    y = (X[0] @ w > 0.2).long()[:, None]
+    return X, y, w
+
+
+def test_probe_recovers_planted_feature_and_fails_on_random_labels():
+    X, y, w = planted()
+    random = torch.randint(0, 2, y.shape, generator=torch.Generator().manual_seed(1))
+    Y = torch.cat([y, random], 1)
+    probes = fit_probes(X[:, :1000], Y[:1000])
+    acc = probes.score(X[:, 1000:], Y[1000:])[0]
+    assert acc[0] > 0.97  # the planted feature is read
+    assert abs(acc[1] - 0.5) < 0.08  # random labels stay at chance on held-out examples
+    direction = probes.directions()[0, 0].view(-1, 2)[:, 1]
+    assert cosine(direction, w) > 0.95
+
+
+def test_probe_multiclass_regression_and_control_labels():
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(1, 1200, 16, generator=g)
+    cls = torch.randint(0, 5, (1200,), generator=g)
+    X[0, :, :5] += 3 * torch.nn.functional.one_hot(cls, 5)
+    assert fit_probes(X[:, :800], cls[:800, None]).score(X[:, 800:], cls[800:, None]).item() > 0.9
+    target = (X[0] @ torch.arange(16.0))[:, None]
+    r2 = fit_probes(X[:, :800], target[:800], regression=True).score(X[:, 800:], target[800:])
+    assert r2.item() > 0.99
+    labels = torch.stack([cls, cls % 2], 1)
+    ctrl = control_labels(labels, seed=0)
+    for k in range(2):
+        assert torch.equal(ctrl[:, k].sort().values, labels[:, k].sort().values)
+    assert (ctrl[:, 0] == cls).double().mean() < 0.4
+
+
+@pytest.mark.skipif(not HAS_SKLEARN, reason="scikit-learn not installed")
+def test_torch_probe_matches_sklearn():
+    X, y, _ = planted(n=600, d=12, seed=3)
+    noisy = y ^ (torch.rand(y.shape, generator=torch.Generator().manual_seed(0)) < 0.1).long()
+    a = fit_probes(X, noisy, l2=1e-2)
+    b = fit_probes(X, noisy, l2=1e-2, backend="sklearn")
+    assert torch.allclose(a.W, b.W, atol=1e-4) and torch.allclose(a.b, b.b, atol=1e-4)
+
+
+def test_random_cosine_baseline_matches_theory():
+    mean, p99 = random_cosine_baseline(128)
+    assert abs(mean - math.sqrt(2 / (math.pi * 128))) < 0.01
+    assert mean < p99 < 0.3
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    task, model = build(make_config("tiny", "model.n_layers=2", "model.layer_norm=true"))
+    model.eval()
+    return task, model
+
+
+def test_logit_lens_on_last_resid_post_is_the_model(small_model):
+    task, model = small_model
+    batch = task.eval_sets()["test"]
+    last = f"blocks.{len(model.blocks) - 1}.hook_resid_post"
+    resid = collect(model, batch, [last], task.loss_positions)[last]
+    ours = decode(model, resid)
+    theirs = model_logits(model, batch, task.loss_positions)
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+    stats = logit_lens(model, batch, [last], task.loss_positions)[last]
+    assert stats["loss_all"].dtype == torch.float64
+    acc = (theirs.argmax(-1) == batch.targets).double().mean()
+    assert stats["acc_all"].item() == pytest.approx(acc.item())
+
+
+def test_tuned_lens_is_no_worse_than_logit_lens_on_fit_examples(small_model):
+    task, model = small_model
+    fit, _ = example_sets(task, "train", "test")
+    hook = "blocks.0.hook_resid_mid"
+    logit = logit_lens(model, fit, [hook], task.loss_positions)[hook]
+    tuned = tuned_lens(model, fit, fit, [hook], task.loss_positions, max_iter=30)[hook]
+    assert tuned["loss_all"] <= logit["loss_all"] + 1e-9
+
+
+def test_pca_finds_a_planted_circle():
+    p, k, d = 31, 5, 48
+    g = torch.Generator().manual_seed(0)
+    plane = torch.linalg.qr(torch.randn(d, 2, generator=g, dtype=torch.float64))[0]
+    t = torch.arange(p, dtype=torch.float64)
+    angle = 2 * math.pi * k * t / p
+    circle = torch.stack([angle.cos(), angle.sin()], 1)
+    X = 3 * circle @ plane.T + 0.01 * torch.randn(p, d, generator=g, dtype=torch.float64)
+    result = P.pca(X, k=4)
+    assert result.explained[:2].sum() > 0.99
+    radius = result.projections[:, :2].norm(dim=1)
+    assert radius.std() / radius.mean() < 0.02
+    assert P.key_frequencies(X) == [k]
+    proj = P.circle_projections(X, [k])[0]
+    assert (proj.norm(dim=1).std() / proj.norm(dim=1).mean()) < 0.02
+    # the circle's angles advance by 2*pi*k/p per number, as the numbers are placed
+    step = torch.atan2(proj[:, 1], proj[:, 0]).diff().remainder(2 * math.pi)
+    expected = (2 * math.pi * k / p) % (2 * math.pi)
+    assert torch.allclose(step, torch.full_like(step, expected), atol=0.05) or torch.allclose(
+        step, torch.full_like(step, 2 * math.pi - expected), atol=0.05
+    )
+
+
+def test_pca_over_checkpoints_aligns_signs():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(20, 8, generator=g, dtype=torch.float64) * torch.tensor([5, 3, 1, 1, 1, 1, 1, 1.0])
+    over = P.pca_over_checkpoints({0: X, 1: X.clone()}, torch.arange(20), k=2)
+    assert torch.allclose(over.projections[0], over.projections[1])
+    final = P.pca_over_checkpoints({0: X * 0.5, 1: X}, torch.arange(20), k=2, basis="final")
+    assert torch.allclose(final.explained[0], final.explained[1])
+
+
+def test_embedding_space_tables(small_model):
+    _, model = small_model
+    qk, ov = head_tables(model, 0)
+    cfg = model.cfg
+    assert qk.shape == (cfg.n_heads, cfg.d_vocab, cfg.d_vocab)
+    assert ov.shape == (cfg.n_heads, cfg.d_vocab, cfg.d_vocab_out)
+    E, a = model.embed.W_E.double(), model.blocks[0].attn
+    expected = E[3] @ a.W_V[1].double() @ a.W_O[1].double() @ model.unembed.W_U.double()
+    assert torch.allclose(ov[1, 3], expected)
+    win, wout = neuron_profiles(model, 0)
+    assert win.shape == (cfg.d_vocab, cfg.d_mlp) and wout.shape == (cfg.d_mlp, cfg.d_vocab_out)
+
+
+def test_probe_study_baselines_and_geometry(small_model):
+    task, model = small_model
+    fit, score = example_sets(task, "train", "test", max_examples=300)
+    hooks = ["blocks.0.hook_resid_mid", "blocks.0.hook_resid_post"]
+    study = probe_model(model, fit, score, hooks, "token.0", [0], l2=1e-2)
+    by_hook = {r["hook"]: r for r in study.rows}
+    # token 0 is in the embedding at position 0 itself: every baseline reads it
+    assert by_hook[hooks[0]]["embed"] > 0.95 and by_hook[hooks[0]]["score"] > 0.95
+    assert by_hook[hooks[0]]["control"] < 0.2
+    geo = probe_geometry(study, *hooks)
+    assert len(geo) == 1 and -1 <= geo[0]["cosine"] <= 1
+
+
+def test_bad_inputs_are_clear():
+    from grokscope.errors import GrokscopeError
+
+    task, model = build(make_config("tiny"))
+    with pytest.raises(GrokscopeError, match="offers"):
+        resolve_label(task.eval_sets()["test"], "carry_out")
+    with pytest.raises(GrokscopeError, match="outside the context"):
+        parse_positions("7", 3, [2])
+    with pytest.raises(GrokscopeError, match="no checkpoint at step"):
+        parse_steps("5", [0, 10])
+    with pytest.raises(GrokscopeError, match="did you mean"):
+        collect(model, task.eval_sets()["test"], ["blocks.0.hook_resid_mdi"], [0])
+
+
+def test_cli_verbs_write_tables_and_figures(tiny_run, capsys):
+    assert (
+        main(
+            [
+                "probe",
+                str(tiny_run),
+                "--hook",
+                "blocks.0.hook_resid_post",
+                "--label",
+                "target",
+                "--position",
+                "loss",
+                "--step",
+                "every:2",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "blocks.0.hook_resid_post" in out and "selectivity" in out
+    probes = tiny_run / "analysis" / "probes"
+    assert (probes / "target.csv").is_file() and (probes / "target_by_step.png").is_file()
+    assert main(["lens", str(tiny_run), "--hook", "blocks.0.hook_resid_post", "--no-tuned"]) == 0
+    assert (tiny_run / "analysis" / "lens" / "lens.csv").is_file()
+    assert main(["pca", str(tiny_run), "--step", "every:3"]) == 0
+    assert "key frequencies" in capsys.readouterr().out
+    pca_dir = tiny_run / "analysis" / "pca"
+    assert (pca_dir / "W_E_pca.gif").is_file() and (pca_dir / "circles.png").is_file()
+    assert main(["embspace", str(tiny_run)]) == 0
+    assert main(["probe", str(tiny_run), "--hook", "blocks.0.hook_resid_post", "--label", "nope"]) == 2
+    assert "unknown label" in capsys.readouterr().err
+
+    from grokscope.interp.report import interp_report_sections
+
+    titles = [t for t, _ in interp_report_sections(tiny_run)]
+    assert any("probe" in t.lower() for t in titles) and any("lens" in t.lower() for t in titles)
+
+
+@pytest.mark.skipif(not HAS_TL, reason="transformer_lens not installed")
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("model.layer_norm=true", "model.act=gelu", "model.pos=none", "model.n_layers=2"),
+        ("model.pos=sinusoidal",),
+    ],
+)
+def test_transformer_lens_round_trip(overrides):
+    from grokscope.interp.export_tl import check_logits
+
+    task, model = build(make_config("tiny", *overrides))
+    diff64, diff32 = check_logits(model.eval(), task.eval_sets()["test"].tokens[:256])
+    assert diff64 < 1e-10 and diff32 < 1e-4
+
+
+def test_transformer_lens_refuses_what_it_cannot_express():
+    from grokscope.errors import GrokscopeError
+    from grokscope.interp.export_tl import check_expressible
+
+    _, model = build(make_config("tiny", "model.pos=rope"))
+    with pytest.raises(GrokscopeError, match="no exact TransformerLens equivalent"):
+        check_expressible(model)
