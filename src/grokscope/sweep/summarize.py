@@ -189,6 +189,7 @@ def plot_summary(
     top = max(ys_all) * 1.08 if ys_all else 1.0
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    missing_shown = False
     for i, (group, members) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
         color = f"C{i % 10}"
         by_x: dict[Any, list[float]] = {}
@@ -211,6 +212,7 @@ def plot_summary(
             ax.errorbar(xs, means, yerr=[lo, hi], color=color, marker="o", capsize=3, label=label)
         if missing:
             ax.scatter(missing, [top] * len(missing), marker="^", facecolors="none", edgecolors=color, s=40)
+            missing_shown = True
     n_seeds = max(
         (len({r.get("seed") for r in rows if _key(r.get(x)) == _key(v)}) for v in xs_all), default=0
     )
@@ -225,7 +227,9 @@ def plot_summary(
     if n_missing:
         note += f"; ^ = {n_missing} trial(s) without a value"
     ax.set_title(title + ("\n" if title else "") + note, fontsize=9)
-    if by:
+    if missing_shown:
+        ax.scatter([], [], marker="^", facecolors="none", edgecolors="grey", label=f"no {y} (not reached)")
+    if by or missing_shown:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
