@@ -21,10 +21,11 @@ from grokscope.sweep.folder import SweepFolder
 from grokscope.sweep.local import Job, run_local
 from grokscope.sweep.spec import SweepSpec
 from grokscope.sweep.trial import trial_state
+from grokscope.train import Interrupted
 
 
-class SweepInterrupted(GrokscopeError):
-    """The sweep was stopped; running trials saved their state."""
+class SweepInterrupted(Interrupted):
+    """The sweep was stopped; running trials saved their state (the CLI exits 130)."""
 
 
 @dataclass
@@ -124,6 +125,12 @@ def run_sweep(
                 f"Re-run the same command to continue ({folder.path})"
             ) from None
         display.close()
+    stopped = [n for n, r in rows.items() if r["status"] == "interrupted"]
+    if stopped:  # the trials were stopped from outside (signals sent to them, not to this driver)
+        raise SweepInterrupted(
+            f"{len(stopped)} trial(s) were stopped and saved their state ({', '.join(stopped[:3])}"
+            f"{', ...' if len(stopped) > 3 else ''}). Re-run the same command to continue ({folder.path})"
+        )
     return SweepResult(folder, rows, skipped, time.perf_counter() - t0)
 
 
