@@ -7,7 +7,7 @@ import grokscope.train  # noqa: F401  (loading imports the trainer package first
 from grokscope.config import ModelConfig, from_dict
 from grokscope.errors import GrokscopeError
 from grokscope.lengths.grid import eval_task, exact_per_example, grid_operands, length_grid
-from grokscope.lengths.study import StudySpec, parse_range, parse_seeds, run_study
+from grokscope.lengths.study import StudySpec, parse_range, parse_seeds, run_study, sweep_spec
 from grokscope.loading import build, load_run
 from grokscope.model.positional import NoPositionalEncoding, position_ids
 from grokscope.tasks import Batch
@@ -161,7 +161,7 @@ def test_length_grid_shapes_and_learned_positions_past_range():
         eval_task(from_dict({"task": {"kind": "modular", "p": 7}}).task, 3)
 
 
-def test_parsers_reject_bad_input():
+def test_parsers_reject_bad_input(tmp_path):
     assert parse_range("1-5", "x") == (1, 5) and parse_range("7", "x") == (7, 7)
     for bad in ("5-1", "0-3", "a", "1-2-3", ""):
         with pytest.raises(GrokscopeError):
@@ -170,6 +170,10 @@ def test_parsers_reject_bad_input():
     for bad in ("0", "x", "1,1", "-1"):
         with pytest.raises(GrokscopeError):
             parse_seeds(bad)
+    with pytest.raises(GrokscopeError, match="needs task.kind = 'addition'"):
+        sweep_spec(StudySpec("tiny", ["abacus"], [0]), tmp_path)
+    with pytest.raises(GrokscopeError, match="--pe"):
+        sweep_spec(StudySpec("addition_lengths", ["abacus", "bogus"], [0]), tmp_path)
 
 
 @pytest.mark.slow

@@ -92,6 +92,9 @@ def sweep_spec(spec: StudySpec, out: Path):
         base = str(Path(base).resolve())
     lo, hi = spec.train_digits
     data = apply_overrides(load_preset_or_file(base), spec.overrides)
+    kind = data.get("task", {}).get("kind") if isinstance(data.get("task"), dict) else None
+    if kind != "addition":
+        raise GrokscopeError(f"{spec.config}: `grokscope lengths` needs task.kind = 'addition', not {kind!r}")
     data = apply_overrides(data, [f"task.min_digits={lo}", f"task.max_digits={hi}"])
     config = from_dict(data)
     if spec.test_digits[1] < hi:
