@@ -312,10 +312,11 @@ def test_finished_trials_are_skipped_and_summarized(tmp_path, short_run):
     ]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run_dir / "analysis").mkdir(exist_ok=True)
-    (run_dir / "analysis" / "key_frequencies.json").write_text(
-        json.dumps({"key_frequencies": [4, 11], "phase_boundaries": [300, 900]})
-    )
-    (run_dir / "analysis" / "broken.json").write_text("{not json")
+    from grokscope.analysis.phases import Phases
+
+    phases = Phases(memorization_end=10, cleanup_start=15, cleanup_end=20, grok_step=20, last_step=30)
+    (run_dir / "analysis" / "phases.json").write_text(json.dumps(phases.to_dict()))
+    (run_dir / "analysis" / "key_frequencies.json").write_text(json.dumps({"key_freqs": [4, 11], "step": 30}))
     figures = run_figures(run_dir)
     assert (
         figures["grok_step"] == 20 and figures["fit_step"] == 10 and figures["test_loss_below_0.1_step"] == 20
@@ -327,7 +328,10 @@ def test_finished_trials_are_skipped_and_summarized(tmp_path, short_run):
     )
     assert figures["best_train_loss"] == 0.01 and figures["final_train_loss"] == 0.03
     assert figures["best_test_loss"] == 0.05 and figures["final_test_loss"] == 0.08
-    assert figures["key_frequencies"] == "4 11" and figures["phase_boundaries"] == "300-900"
+    assert figures["key_frequencies"] == "4 11"
+    assert (figures["memorization_end"], figures["cleanup_start"], figures["cleanup_end"]) == (10, 15, 20)
+    (run_dir / "analysis" / "phases.json").write_text("{not json")
+    assert "cleanup_end" not in run_figures(run_dir)
 
     from grokscope.cli import main
 

@@ -1,8 +1,9 @@
 """`grokscope summarize SWEEP_DIR`: one CSV row per trial (overrides + headline figures), and a plot.
 
 Headline figures come from each run's metrics.jsonl; where the progress-measures analysis has run
-(`RUN/analysis/`), its key frequencies and phase boundaries are added. Those files are read
-defensively: missing or unfamiliar ones leave their columns empty.
+(`grokscope analyze` / `report`: `RUN/analysis/key_frequencies.json`, `RUN/analysis/phases.json`),
+its key frequencies and phase boundaries are added. Those files are read defensively: missing or
+unfamiliar ones leave their columns empty.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ FIGURES = (
     "grok_step",
     "test_loss_below_0.1_step",
     "key_frequencies",
-    "phase_boundaries",
+    "memorization_end",
+    "cleanup_start",
+    "cleanup_end",
 )
 
 
@@ -63,40 +66,30 @@ def run_figures(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+PHASE_KEYS = ("memorization_end", "cleanup_start", "cleanup_end")
+
+
 def analysis_figures(analysis_dir: Path) -> dict[str, Any]:
-    """Key frequencies and phase boundaries from the analysis folder, if it holds them in JSON."""
+    """Key frequencies (`key_frequencies.json`) and phase boundaries (`phases.json`) where present."""
     out: dict[str, Any] = {}
-    if not analysis_dir.is_dir():
-        return out
-    for path in sorted(analysis_dir.glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if not isinstance(data, dict):
-            continue
-        freqs = _find(data, ("key_frequencies", "key_freqs"))
-        if isinstance(freqs, list) and "key_frequencies" not in out:
-            out["key_frequencies"] = " ".join(str(f) for f in freqs)
-        phases = _find(data, ("phase_boundaries", "phases", "boundaries"))
-        if phases is not None and "phase_boundaries" not in out:
-            out["phase_boundaries"] = _phases_text(phases)
+    freqs = _read_json(analysis_dir / "key_frequencies.json")
+    freqs = freqs.get("key_freqs", freqs.get("key_frequencies"))
+    if isinstance(freqs, list):
+        out["key_frequencies"] = " ".join(str(f) for f in freqs)
+    phases = _read_json(analysis_dir / "phases.json")
+    for key in PHASE_KEYS:
+        if isinstance(phases.get(key), int):
+            out[key] = phases[key]
     return out
 
 
-def _find(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        if key in data:
-            return data[key]
-    return None
-
-
-def _phases_text(phases: Any) -> str | None:
-    if isinstance(phases, dict):
-        return " ".join(f"{k}={_phases_text(v)}" for k, v in phases.items())
-    if isinstance(phases, list):
-        return "-".join(str(_phases_text(p)) for p in phases)
-    return str(phases)
+def _read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, or {} if it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # ----------------------------------------------------------------------------- the table
