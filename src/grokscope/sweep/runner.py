@@ -71,7 +71,7 @@ def run_sweep(
         skipped: list[str] = []
         for trial in spec.trials:
             run_dir = folder.run_dir(trial.name)
-            if trial_state(run_dir) == "finished":
+            if _state(run_dir) == "finished":
                 rows[trial.name] = {"status": "done", **_run_figures(run_dir)}
                 skipped.append(trial.name)
             else:
@@ -132,6 +132,14 @@ def run_sweep(
             f"{', ...' if len(stopped) > 3 else ''}). Re-run the same command to continue ({folder.path})"
         )
     return SweepResult(folder, rows, skipped, time.perf_counter() - t0)
+
+
+def _state(run_dir: Path) -> str:
+    """A damaged state file makes its trial fail when it runs, not the whole sweep now."""
+    try:
+        return trial_state(run_dir)
+    except GrokscopeError:
+        return "partial"
 
 
 @contextlib.contextmanager
