@@ -197,6 +197,14 @@ def _analyze_run(
         "threshold": threshold,
         "min_share": min_share,
     }
+    names = [n.replace(" ", "_") for n in basis_names(p)]
+    columns = {
+        "progress": PROGRESS_COLUMNS,
+        "cos_coeffs": ["step"] + [f"k{k}" for k in range(1, n_freqs(p) + 1)],
+        "excluded_loss_by_freq": ["step"] + [f"k{k}" for k in key.key_freqs],
+        "fourier_W_E": ["step", *names],
+        "fourier_W_L": ["step", *names],
+    }
     files = _files(adir)
     meta_path = adir / "analysis_meta.json"
     cached: dict[str, dict[str, np.ndarray]] = {}
@@ -204,9 +212,12 @@ def _analyze_run(
         try:
             if json.loads(meta_path.read_text()) == meta:
                 cached = {name: read_table(f) for name, f in files.items()}
+                if any(list(cached[name]) != columns[name] for name in TABLES):
+                    cached = {}
         except (GrokscopeError, json.JSONDecodeError):
             cached = {}
-    done = set(cached["progress"]["step"].tolist()) if cached else set()
+    # a checkpoint counts as done only when every table has its row
+    done = set.intersection(*(set(t["step"].tolist()) for t in cached.values())) if cached else set()
     todo = [s for s in steps if s not in done]
 
     new_rows: dict[str, list[list[float]]] = {name: [] for name in TABLES}
@@ -248,20 +259,14 @@ def _analyze_run(
             new_rows["excluded_loss_by_freq"].append([step, *excl[i].tolist()])
     bar.close()
 
-    names = [n.replace(" ", "_") for n in basis_names(p)]
-    columns = {
-        "progress": PROGRESS_COLUMNS,
-        "cos_coeffs": ["step"] + [f"k{k}" for k in range(1, n_freqs(p) + 1)],
-        "excluded_loss_by_freq": ["step"] + [f"k{k}" for k in key.key_freqs],
-        "fourier_W_E": ["step", *names],
-        "fourier_W_L": ["step", *names],
-    }
     keep = set(steps)
     for name in TABLES:
         rows = new_rows[name]
         if cached:
             old = cached[name]
-            rows += [[old[c][i] for c in columns[name]] for i in range(len(old["step"]))]
+            rows += [
+                [old[c][i] for c in columns[name]] for i in range(len(old["step"])) if old["step"][i] in done
+            ]
         rows = sorted((r for r in rows if int(r[0]) in keep), key=lambda r: r[0])
         rows = [[int(r[0]), *r[1:]] for r in rows]
         write_table(files[name], columns[name], rows)

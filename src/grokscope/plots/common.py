@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")  # figures are rendered to PNG bytes; never needs a display
+if "ipykernel" not in sys.modules:  # in Jupyter keep the inline backend so figures display
+    matplotlib.use("Agg")  # figures are rendered to PNG bytes; never needs a display
 
 from matplotlib.figure import Figure  # noqa: E402
 
