@@ -84,7 +84,7 @@ def section_training(ctx: ReportContext) -> str | None:
         if k in last:
             rows.append((f"final {k.replace('_', ' ')}", fmt(last[k])))
     grok = next((r["step"] for r in ctx.metrics if r.get("test_acc", 0) >= 0.99), None)
-    rows.append(("first evaluation with test accuracy >= 99% (grokking)", fmt(grok)))
+    rows.append(("step of grokking (first evaluation with test accuracy >= 99%)", fmt(grok)))
     return "<h2>Headline numbers</h2>" + table_html([(k, fmt(v)) for k, v in rows])
 
 
@@ -165,13 +165,13 @@ def section_phases(ctx: ReportContext) -> str | None:
         items.append(
             "<li>Test loss has not fallen tenfold from its peak: no grokking yet, so no cleanup.</li>"
         )
-    rule = esc(" ".join((phase_rule.__doc__ or "").split("\n\n")[1:3]))
+    rule = esc("\n\n".join((phase_rule.__doc__ or "").split("\n\n")[1:4]).replace("**", ""))
     return (
         "<h2>Phases</h2><p>Training goes through three phases. <b>Memorization</b>: the network fits the "
         "training pairs by rote. <b>Circuit formation</b>: the Fourier circuit grows while test loss stays "
         "high. <b>Cleanup</b>: weight decay removes the memorizing parts and test loss drops — grokking.</p>"
         f"<ul>{''.join(items)}</ul><details><summary>How the phases are located</summary>"
-        f"<p>{rule}</p></details>"
+        f'<p style="white-space:pre-line">{rule}</p></details>'
     )
 
 
