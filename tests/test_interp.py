@@ -13,10 +13,10 @@ from grokscope.cli import main
 from grokscope.interp import pca as P
 from grokscope.interp.activations import collect, example_sets, parse_positions, parse_steps
 from grokscope.interp.embedding_space import head_tables, neuron_profiles
-from grokscope.interp.labels import control_labels, resolve_label
+from grokscope.interp.labels import aligned_positions, control_labels, resolve_label
 from grokscope.interp.lens import decode, logit_lens, model_logits, tuned_lens
 from grokscope.interp.probes import cosine, fit_probes, random_cosine_baseline
-from grokscope.interp.probing import probe_geometry, probe_model
+from grokscope.interp.probing import probe_geometry, probe_model, summary_rows
 from grokscope.loading import build
 from tests.conftest import make_config
 
@@ -161,15 +161,50 @@ def test_embedding_space_tables(small_model):
 
 def test_probe_study_baselines_and_geometry(small_model):
     task, model = small_model
-    fit, score = example_sets(task, "train", "test", max_examples=300)
+    fit, score = example_sets(task, "train", "test", max_examples=200)
     hooks = ["blocks.0.hook_resid_mid", "blocks.0.hook_resid_post"]
-    study = probe_model(model, fit, score, hooks, "token.0", [0], l2=1e-2)
+    study = probe_model(model, fit, score, hooks, "token.0", [0], l2=0.1)
     by_hook = {r["hook"]: r for r in study.rows}
     # token 0 is in the embedding at position 0 itself: every baseline reads it
     assert by_hook[hooks[0]]["embed"] > 0.95 and by_hook[hooks[0]]["score"] > 0.95
     assert by_hook[hooks[0]]["control"] < 0.2
     geo = probe_geometry(study, *hooks)
     assert len(geo) == 1 and -1 <= geo[0]["cosine"] <= 1
+
+
+def test_addition_labels_align_with_the_answer_they_feed():
+    task, model = build(
+        make_config("five_digit_addition", "model.d_model=32", "model.d_mlp=64", "model.d_head=8")
+    )
+    fit, score = example_sets(task, "train", "test", max_examples=200)
+    # fixed format 00123+04567=004690: position 15 predicts the answer's tens digit, which needs
+    # the carry out of the units column; position 11 ('=') predicts the leading digit (carry out of col 4)
+    names = [f"carry_out.{c}" for c in range(6)] + ["carry_in.1", "sum_is_9.0"]
+    aligned = aligned_positions(fit, names, task.loss_positions)
+    assert aligned == {
+        "carry_out.0": 15,
+        "carry_out.1": 14,
+        "carry_out.2": 13,
+        "carry_out.3": 12,
+        "carry_out.4": 11,
+        "carry_in.1": 15,
+        "sum_is_9.0": 16,
+    }
+    study = probe_model(
+        model,
+        fit,
+        score,
+        ["blocks.0.hook_resid_mid"],
+        "carry_out",
+        task.loss_positions,
+        baselines=False,
+        loss_positions=task.loss_positions,
+    )
+    assert study.skipped == ["carry_out.5"]  # the top column never carries out
+    rows, rule = summary_rows(study.rows)
+    assert "needs it" in rule and {(r["label"], r["position"]) for r in rows} == {
+        (f"carry_out.{c}", 15 - c) for c in range(5)
+    }
 
 
 def test_bad_inputs_are_clear():

@@ -108,7 +108,7 @@ def cmd_probe(args) -> int:
     from grokscope.interp.activations import check_hooks, iter_checkpoint_models, parse_positions
     from grokscope.interp.io import format_table, merge_csv, safe_name, save_figure
     from grokscope.interp.labels import resolve_label
-    from grokscope.interp.probing import probe_geometry, probe_model
+    from grokscope.interp.probing import probe_geometry, probe_model, summary_rows
 
     run, config, task, steps, fit, score = _setup(args)
     resolve_label(fit, args.label)  # fail fast on a bad label
@@ -128,6 +128,7 @@ def cmd_probe(args) -> int:
             baselines=not args.no_baselines,
             backend=args.backend,
             step=step,
+            loss_positions=task.loss_positions,
         )
         rows += study.rows
         for other in args.hook[1:]:
@@ -143,53 +144,40 @@ def cmd_probe(args) -> int:
     if len(steps) > 1:
         save_figure(plots.probe_by_step(rows), out / f"{name}_by_step.png")
 
-    best = _best_rows(final)
+    shown, rule = summary_rows(final)
     cols = ["hook", "label", "position", "metric", "score", "majority"]
     if not args.no_baselines:
         cols += ["embed", "control", "selectivity"]
     print(
         f"{run.path} step {last}: probes for {args.label!r}, fitted on {len(fit)} {args.fit!r} examples, "
-        f"scored on {len(score)} {args.score!r} examples"
-        + (" (best position per row)" if len(positions) > 1 else "")
+        f"scored on {len(score)} {args.score!r} examples; {rule}"
     )
-    print(format_table(best, cols))
+    print(format_table(shown, cols))
+    if study.skipped:
+        print(f"(skipped label columns constant on the fit examples: {', '.join(study.skipped)})")
     if geo:
-        at_best = {(r["label"], r["position"]) for r in best if r["hook"] == args.hook[0]}
-        g = [r for r in geo if r["step"] == last and (r["label"], r["position"]) in at_best]
-        print(
-            f"\nprobe geometry ({args.hook[0]} = a), at a's best positions; random |cos| mean "
-            f"{g[0]['random_abs_cos_mean']:.3f}, 99th pct {g[0]['random_abs_cos_p99']:.3f}"
-            if g
-            else ""
-        )
-        print(
-            format_table(
-                g,
-                [
-                    "hook_b",
-                    "label",
-                    "position",
-                    "cosine",
-                    "score_a",
-                    "score_b",
-                    "a_probe_on_b",
-                    "b_probe_on_a",
-                ],
+        keep = {(r["label"], r["position"]) for r in shown if r["hook"] == args.hook[0]}
+        g = [r for r in geo if r["step"] == last and (r["label"], r["position"]) in keep]
+        if g:
+            print(
+                f"\nprobe geometry (a = {args.hook[0]}) at those positions; cosine of probe directions, "
+                f"random |cos| mean {g[0]['random_abs_cos_mean']:.3f}, 99th pct {g[0]['random_abs_cos_p99']:.3f}"
             )
-        )
+            gcols = [
+                "hook_b",
+                "label",
+                "position",
+                "cosine",
+                "score_a",
+                "score_b",
+                "a_probe_on_b",
+                "b_probe_on_a",
+            ]
+            print(format_table(g, gcols))
     if len(steps) > 1:
         print(f"\n{len(steps)} checkpoints probed ({steps[0]}..{last}); by-step figure written")
     print(f"\nwrote {out}/{name}.csv and figures")
     return 0
-
-
-def _best_rows(rows: list[dict]) -> list[dict]:
-    best: dict[tuple, dict] = {}
-    for r in rows:
-        key = (r["hook"], r["label"])
-        if key not in best or r["score"] > best[key]["score"]:
-            best[key] = r
-    return list(best.values())
 
 
 # ----------------------------------------------------------------------------- lens

@@ -58,3 +58,30 @@ def control_labels(values: torch.Tensor, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     cols = [values[torch.randperm(values.shape[0], generator=g), k] for k in range(values.shape[1])]
     return torch.stack(cols, dim=1)
+
+
+# Column labels whose value is consumed by a later answer column: the carry out of column c is what
+# the answer digit of column c + 1 needs. Every other column label belongs to its own column.
+CONSUMED_BY_NEXT = ("carry_out",)
+
+
+def aligned_positions(batch: Batch, names: list[str], loss_positions: list[int]) -> dict[str, int]:
+    """label column -> the loss position whose answer needs it (tasks with `answer_column` metadata).
+
+    `carry_in.c`, `sum_digits.c`, `sum_is_9.c` ... align with the position that predicts answer column
+    c; `carry_out.c` with the one that predicts column c + 1. Columns no position predicts are left out.
+    The most common position over the batch is used (fixed formats: the same for every example).
+    """
+    col = batch.meta.get("answer_column")
+    if col is None or col.dim() != 2 or col.shape[1] != len(loss_positions):
+        return {}
+    out = {}
+    for name in names:
+        base, _, index = name.partition(".")
+        if not index.isdigit():
+            continue
+        want = int(index) + (1 if base in CONSUMED_BY_NEXT else 0)
+        hits = (col == want).sum(0)
+        if hits.max() > 0:
+            out[name] = loss_positions[int(hits.argmax())]
+    return out

@@ -43,12 +43,19 @@ def probe_by_position(rows: list[dict]):
                 label="hook_embed",
             )
         ax.axhline(first[0]["majority"], color="black", lw=0.8, alpha=0.5)
+        for r in first:
+            if r.get("aligned") in (True, "True"):
+                ax.axvline(r["position"], color="green", lw=3, alpha=0.2)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("position")
         ax.set_ylabel(first[0]["metric"])
         ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
     axes[0].legend(fontsize=6)
-    fig.suptitle("probe held-out score by position (dotted: control task; black: majority)", fontsize=9)
+    fig.suptitle(
+        "probe held-out score by position (dotted: control task; black: majority; green: the position "
+        "whose answer needs the label)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from grokscope.errors import GrokscopeError
 from grokscope.interp.activations import collect
-from grokscope.interp.labels import control_labels, is_classification, resolve_label
+from grokscope.interp.labels import aligned_positions, control_labels, is_classification, resolve_label
 from grokscope.interp.probes import (
     LinearProbes,
     cosine,
@@ -36,6 +37,7 @@ class ProbeStudy:
     score_labels: torch.Tensor | None = None
     label_names: list[str] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # label columns constant on the fit examples
 
 
 def probe_model(
@@ -50,15 +52,25 @@ def probe_model(
     baselines: bool = True,
     backend: str = "torch",
     step: int | None = None,
+    loss_positions: list[int] | None = None,
 ) -> ProbeStudy:
-    """Fit and score probes for `label` on each hook at each position (plus baselines when asked)."""
+    """Fit and score probes for `label` on each hook at each position (plus baselines when asked).
+
+    With the task's `loss_positions`, rows say whether their position is the one whose answer needs
+    the label column (`aligned`; tasks with `answer_column` metadata such as addition)."""
     names, y_fit = resolve_label(fit, label)
     _, y_score = resolve_label(score, label)
     regression = not is_classification(y_fit)
+    varies = [k for k in range(y_fit.shape[1]) if y_fit[:, k].unique().numel() > 1]
+    skipped = [n for k, n in enumerate(names) if k not in varies]
+    if not varies:
+        raise GrokscopeError(f"label {label!r} takes a single value on the fit examples; nothing to probe")
+    names, y_fit, y_score = [names[k] for k in varies], y_fit[:, varies], y_score[:, varies]
+    aligned = aligned_positions(fit, names, loss_positions or [])
     want = list(dict.fromkeys([*hooks, EMBED] if baselines else hooks))
     acts_fit = collect(model, fit, want, positions)
     acts_score = collect(model, score, want, positions)
-    study = ProbeStudy(score_labels=y_score, label_names=names, positions=positions)
+    study = ProbeStudy(score_labels=y_score, label_names=names, positions=positions, skipped=skipped)
     fitted = {}
     for h in want:
         Xf, Xs = acts_fit[h].transpose(0, 1), acts_score[h].transpose(0, 1)  # [P, N, D]
@@ -91,6 +103,7 @@ def probe_model(
                     "n_fit": len(fit),
                     "n_score": len(score),
                     "n_classes": 0 if regression else len(fitted[h].classes[k]),
+                    "aligned": aligned.get(name) == pos if aligned else None,
                 }
                 if baselines:
                     row["embed"] = scores[EMBED][i, k].item()
@@ -136,10 +149,16 @@ def probe_geometry(study: ProbeStudy, hook_a: str, hook_b: str, step: int | None
     return rows
 
 
-def best_positions(rows: list[dict], hook: str) -> dict[str, dict]:
-    """label column -> the row of `hook` with the highest held-out score (the 'right position')."""
-    best: dict[str, dict] = {}
+def summary_rows(rows: list[dict]) -> tuple[list[dict], str]:
+    """The rows worth showing, and how they were chosen: each label column at its aligned position
+    when the task defines one (rows read back from CSV hold the string 'True'), else at its best."""
+    aligned = [r for r in rows if r.get("aligned") in (True, "True")]
+    if aligned:
+        return aligned, "each label column at the position whose answer needs it"
+    best: dict[tuple, dict] = {}
     for r in rows:
-        if r["hook"] == hook and (r["label"] not in best or r["score"] > best[r["label"]]["score"]):
-            best[r["label"]] = r
-    return best
+        key = (r["hook"], r["label"])
+        if key not in best or r["score"] > best[key]["score"]:
+            best[key] = r
+    many = len({r["position"] for r in rows}) > 1
+    return list(best.values()), "best position per row" if many else "one position"

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from grokscope.interp.io import read_csv
+from grokscope.interp.probing import summary_rows
 
 
 def _img(path: Path, alt: str = "") -> str:
@@ -42,11 +43,8 @@ def _probe_section(d: Path) -> str:
     parts = []
     for csv_path in sorted(p for p in d.glob("*.csv") if not p.stem.endswith("_geometry")):
         rows = _last_step(read_csv(csv_path))
-        best: dict[tuple, dict] = {}
-        for r in rows:
-            key = (r["hook"], r["label"])
-            if key not in best or r["score"] > best[key]["score"]:
-                best[key] = r
+        shown, rule = summary_rows(rows)
+        best = {(r["hook"], r["label"]): r for r in shown}
         cols = [
             c
             for c in (
@@ -63,8 +61,8 @@ def _probe_section(d: Path) -> str:
             if any(c in r for r in best.values())
         ]
         parts.append(
-            f"<h3>label {html.escape(csv_path.stem)}</h3><p>Held-out score at each hook's best "
-            "position (embed: same probe on hook_embed; control: shuffled labels).</p>"
+            f"<h3>label {html.escape(csv_path.stem)}</h3><p>Held-out score, {rule} (embed: the same probe "
+            "on hook_embed; control: shuffled labels; selectivity = score - control).</p>"
         )
         parts.append(_table(list(best.values()), cols))
         geo_path = d / f"{csv_path.stem}_geometry.csv"
