@@ -286,3 +286,19 @@ def test_non_modular_run_is_a_clear_error(tmp_path):
     RunFolder.create(tmp_path / "run", dataclasses.replace(config))
     with pytest.raises(GrokscopeError, match="modular"):
         analyze_run(tmp_path / "run")
+
+
+def test_per_checkpoint_key_frequencies(analysed_tiny, tmp_path):
+    import shutil
+
+    path, res = analysed_tiny
+    copy = tmp_path / "run"
+    shutil.copytree(path, copy)
+    per = analyze_run(copy, per_checkpoint=True)
+    pr, base = per.progress, res.progress
+    here = pr["n_key_freqs_here"]
+    assert here[0] == 0 and here[-1] == len(res.key.key_freqs)
+    # with no key frequency detected, nothing is kept: restricted loss is the loss of the class means
+    assert pr["restricted_loss_train"][0] != pytest.approx(base["restricted_loss_train"][0], rel=1e-6)
+    assert pr["restricted_loss_train"][-1] == pytest.approx(base["restricted_loss_train"][-1], rel=1e-12)
+    assert np.array_equal(pr["test_loss"], base["test_loss"])
