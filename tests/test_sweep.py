@@ -124,6 +124,7 @@ def test_names_use_full_keys_where_last_parts_clash():
         ('[sweep]\nbase = "tiny"\nset = ["train.lr"]', "expected KEY=VALUE"),
         ('[sweeep]\nbase = "tiny"', "unknown key `sweeep`"),
         ('[sweep]\nbase = "tiny"\n[[trials]]\nname = "a/b"', "trial name"),
+        ('[sweep]\nbase = "tiny"\nname = "my sweep"', "sweep.name must be a folder name"),
     ],
 )
 def test_spec_errors(tmp_path, body, message):

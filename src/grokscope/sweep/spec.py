@@ -125,8 +125,8 @@ def parse_spec(
         raise GrokscopeError(f"{where}: [sweep] must be a table")
     _check_keys(head, _SWEEP_KEYS, "sweep.", where)
     name = head.get("name", path.stem)
-    if not isinstance(name, str) or not name:
-        raise GrokscopeError(f"{where}: sweep.name must be a non-empty string")
+    if not isinstance(name, str) or not name or _UNSAFE.search(name) or name.startswith("."):
+        raise GrokscopeError(f"{where}: sweep.name must be a folder name of letters, digits and ._+-=")
 
     base = base or head.get("base")
     if not isinstance(base, str) or not base:
