@@ -221,7 +221,18 @@ def test_bad_inputs_are_clear():
         collect(model, task.eval_sets()["test"], ["blocks.0.hook_resid_mdi"], [0])
 
 
-def test_cli_verbs_write_tables_and_figures(tiny_run, capsys):
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A `tiny` run cut to 100 steps (3 checkpoints): the verbs write into it, so not the shared tiny_run."""
+    from grokscope.train import train
+
+    out = tmp_path_factory.mktemp("interp") / "tiny100"
+    train(make_config("tiny", "train.steps=100", "train.threads=1"), out, progress=False)
+    return out
+
+
+def test_cli_verbs_write_tables_and_figures(short_run, capsys):
+    tiny_run = short_run
     assert (
         main(
             [
