@@ -30,7 +30,8 @@ def require_transformer_lens():
         from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
     except ImportError as e:
         raise GrokscopeError(
-            f"TransformerLens 4.x export needs the optional extra: pip install 'grokscope[tl]' ({e})"
+            "TransformerLens export needs TransformerLens >= 4 (its native bridge): "
+            f"pip install 'grokscope[tl]' ({e})"
         ) from None
     return boot, convert_tl_checkpoint
 
