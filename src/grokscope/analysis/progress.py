@@ -116,7 +116,13 @@ def _cos_coefficients_from_bins(binned: torch.Tensor, p: int) -> torch.Tensor:
 def _nll(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-row float64 cross-entropy: [..., n, C], labels [n] -> [..., n]."""
     picked = x.gather(-1, labels.expand(*x.shape[:-1])[..., None])[..., 0]
-    return x.logsumexp(dim=-1) - picked
+    return _logsumexp(x) - picked
+
+
+def _logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """logsumexp over the last axis; in place on one temporary (torch's own is ~20% slower on CPU)."""
+    m = x.amax(dim=-1, keepdim=True)
+    return (x - m).exp_().sum(dim=-1).log_() + m[..., 0]
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor, idx) -> torch.Tensor:
@@ -184,7 +190,7 @@ def logit_measures(logits: torch.Tensor, task, freqs: list[int], sign: int) -> d
     binned = sum_bins(x, p, sign)  # [..., p, C]
     P = _bin_projection(binned, p, freqs)  # [..., p(m), C]
     restricted = P + (x.mean(dim=-2) - P.mean(dim=-2))[..., None, :]  # bias correction, [..., p, C]
-    nll_restricted = restricted.logsumexp(dim=-1)[..., m] - restricted[..., m, y]
+    nll_restricted = _logsumexp(restricted)[..., m] - restricted[..., m, y]
     nll = _nll(x, y)
     nll_excluded = _nll(x - P[..., m, :], y)
     correct = (x.argmax(dim=-1) == y).double()

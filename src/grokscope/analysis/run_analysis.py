@@ -133,7 +133,7 @@ def analyze_run(
     per_checkpoint: bool = False,
     threshold: float = THRESHOLD,
     min_share: float = MIN_SHARE,
-    chunk: int = 8,
+    chunk: int = 1,
     recompute: bool = False,
     progress: bool = False,
     threads: int | None = 1,
@@ -142,6 +142,9 @@ def analyze_run(
 
     key_freqs: use these instead of the ones detected on the final checkpoint.
     per_checkpoint: restricted/excluded losses use the key frequencies detected at each checkpoint.
+    chunk: checkpoints whose logit measures are computed as one batch (all measures take leading
+    checkpoint axes); 1 measured fastest on a 2-core CPU (a [p², p] float64 table already overflows
+    the cache), larger chunks suit a GPU.
     threads: torch threads while analysing (None: leave as is). One is the default because the work
     per checkpoint is a few memory-bound passes, which extra threads slow down on a busy machine.
     """
