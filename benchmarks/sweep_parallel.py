@@ -6,10 +6,10 @@ Prints both wall times, the speed-up, the load average around each (the machine 
 and the summary table; writes OUT_DIR/parallel/grok_step_vs_task_frac_train.png.
 
 Measured 2026-11-25 on the shared 2-core development machine (load average 11-15 from other
-users' jobs, Linux autogroup scheduling on): workers=1 395 s, workers=2 366 s (1.08x). With
-autogroup the kernel shares the CPU fairly between sessions, and all trials of a sweep are one
-session, so on a busy machine a sweep gets one session's share however many workers it runs
-(each trial ran 1.85x slower with 2 workers). On idle cores, trials are independent processes and
+users' jobs, Linux autogroup scheduling on): workers=1 395 s, workers=2 366 s (1.08x); each
+trial ran 1.85x slower with 2 workers. That is what autogroup predicts: the kernel shares the CPU
+fairly between sessions, all trials of a sweep are in one session, so on a busy machine a sweep
+gets one session's share however many workers it runs. On idle cores, trials are independent processes and
 the speed-up approaches the worker count less the ~2 s start-up (torch import) per trial.
 """
 
