@@ -200,6 +200,18 @@ def test_batches_are_pure_and_split_is_disjoint():
     test = {tuple(r) for r in task.eval_sets()["test"].tokens.tolist()}
     assert len(train) == 3000 and len(test) == 500 and not train & test
     task.check_split(task.split_arrays())
+    # every (len a, len b) cell lends the same share to the test set, small cells included
+    bal = AdditionTask(
+        AdditionConfig(
+            max_digits=2, format="varlen", sampling="balanced", n_train=4000, n_test=1000, n_stress=0
+        ),
+        0,
+    )
+    small = [
+        int(((b.meta["len_a"] == 1) & (b.meta["len_b"] == 1)).sum())
+        for b in (bal.train_batch(0, 0, 0), bal.eval_sets()["test"])
+    ]
+    assert small[0] > 50 and 5 < small[1] < 40, small
     # infinite data never trains on a held-out example
     inf = AdditionTask(AdditionConfig(max_digits=1, format="varlen", n_test=40, n_stress=0), 0)
     held = {tuple(r) for r in inf.eval_sets()["test"].tokens.tolist()}

@@ -123,8 +123,9 @@ def cell_grid(
     cells = [r for r in rows if r["split"] == split and r["group"] == "cell"]
     if not cells:
         return [], [], torch.empty(0, 0), torch.empty(0, 0)
-    la = sorted({r["len_a"] for r in cells})
-    lb = sorted({r["len_b"] for r in cells})
+    every = [r for r in rows if r["group"] == "cell"]  # one axis range for all splits
+    lengths = [r["len_a"] for r in every] + [r["len_b"] for r in every]
+    la = lb = list(range(min(lengths), max(lengths) + 1))
     grid = torch.full((len(la), len(lb)), float("nan"), dtype=torch.float64)
     counts = torch.zeros((len(la), len(lb)), dtype=torch.long)
     for r in cells:

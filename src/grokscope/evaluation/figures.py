@@ -51,19 +51,29 @@ def seeds_distribution(tables: dict[str, list[dict]], metric: str = "gen_exact")
     """Per (len a, len b) cell, one dot per run (seed) and a box over runs; train and test panels."""
     plt = _plt()
     fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.9 * _n_cells(tables) + 2), 7), squeeze=False)
+    names = list(tables)
+    colors = plt.get_cmap("tab10")
     for ax, split in zip(axes[:, 0], ("train", "test"), strict=True):
-        cells: dict[tuple[int, int], list[float]] = {}
-        for rows in tables.values():
-            for r in rows:
+        cells: dict[tuple[int, int], dict[int, float]] = {}
+        for r_i, name in enumerate(names):
+            for r in tables[name]:
                 if r["split"] == split and r["group"] == "cell":
-                    cells.setdefault((r["len_a"], r["len_b"]), []).append(r[metric])
+                    cells.setdefault((r["len_a"], r["len_b"]), {})[r_i] = r[metric]
         keys = sorted(cells)
-        data = [cells[k] for k in keys]
-        if data:
-            ax.boxplot(data, positions=range(len(keys)), widths=0.5, showfliers=False)
-            for i, vals in enumerate(data):
-                ax.scatter([i] * len(vals), vals, s=18, alpha=0.8, zorder=3)
+        if keys:
+            ax.boxplot(
+                [list(cells[k].values()) for k in keys],
+                positions=range(len(keys)),
+                widths=0.5,
+                showfliers=False,
+            )
+            for r_i, name in enumerate(names):
+                xs = [i for i, k in enumerate(keys) if r_i in cells[k]]
+                ys = [cells[keys[i]][r_i] for i in xs]
+                label = name.rstrip("/").split("/")[-1]
+                ax.scatter(xs, ys, s=20, alpha=0.85, zorder=3, color=colors(r_i % 10), label=label)
             ax.set_xticks(range(len(keys)), [f"{a}+{b}" for a, b in keys])
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel(metric)
         ax.set_title(f"{split}: one dot per run ({len(tables)} runs), digits of a + digits of b")

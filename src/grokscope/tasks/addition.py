@@ -148,6 +148,9 @@ class AdditionTask(Task):
         g = torch.Generator().manual_seed(self.split_seed * 7919 + 17)
         if cfg.n_train:
             both = self._draw_distinct(cfg.n_train + cfg.n_test, g)
+            # draw order favours small (len a, len b) cells early (they run out of fresh pairs
+            # first), so split a seeded shuffle: every cell then lends the same share to the test set
+            both = both.select(torch.randperm(len(both.la), generator=g))
             self.test_ops = both.select(torch.arange(cfg.n_test))
             self.train_ops = both.select(torch.arange(cfg.n_test, cfg.n_test + cfg.n_train))
         else:
