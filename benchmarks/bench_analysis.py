@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -249,7 +248,6 @@ def main() -> None:
                 }
             )
         )
-    _ = resource  # (ru_maxrss is read in the child processes)
 
 
 if __name__ == "__main__":
