@@ -153,10 +153,11 @@ def original_metrics(model, task, key_freqs_from_final=None) -> dict:
 # ---------------------------------------------------------------------------- measurement
 def peak_rss_of_analysis(run_dir: Path, threads: int) -> float:
     """Peak resident memory (MiB) of a fresh process analysing `run_dir` from scratch."""
+    # VmHWM of the child, not ru_maxrss: Linux carries the parent's ru_maxrss over fork + exec
     code = (
-        "import resource, sys; from grokscope.analysis import analyze_run; "
+        "import re, sys; from grokscope.analysis import analyze_run; "
         f"analyze_run(sys.argv[1], recompute=True, threads={threads}); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print(re.search(r'VmHWM:[ \\t]+([0-9]+)', open('/proc/self/status').read()).group(1))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, check=True
