@@ -246,6 +246,8 @@ def test_cli_verbs_write_tables_and_figures(short_run, capsys):
                 "loss",
                 "--step",
                 "every:2",
+                "--max-examples",
+                "150",
             ]
         )
         == 0
@@ -254,13 +256,12 @@ def test_cli_verbs_write_tables_and_figures(short_run, capsys):
     assert "blocks.0.hook_resid_post" in out and "selectivity" in out
     probes = tiny_run / "analysis" / "probes"
     assert (probes / "target.csv").is_file() and (probes / "target_by_step.png").is_file()
-    assert main(["lens", str(tiny_run), "--hook", "blocks.0.hook_resid_post", "--no-tuned"]) == 0
+    assert main(["lens", str(tiny_run), "--hook", "blocks.0.hook_resid_post", "--max-examples", "150"]) == 0
     assert (tiny_run / "analysis" / "lens" / "lens.csv").is_file()
     assert main(["pca", str(tiny_run), "--step", "every:3"]) == 0
     assert "key frequencies" in capsys.readouterr().out
     pca_dir = tiny_run / "analysis" / "pca"
     assert (pca_dir / "W_E_pca.gif").is_file() and (pca_dir / "circles.png").is_file()
-    assert main(["embspace", str(tiny_run)]) == 0
     assert main(["probe", str(tiny_run), "--hook", "blocks.0.hook_resid_post", "--label", "nope"]) == 2
     assert "unknown label" in capsys.readouterr().err
 
