@@ -202,6 +202,9 @@ def register_section(section: Section, before: Section | None = None) -> None:
         SECTIONS.append(section)
 
 
+# probes, lens, PCA, embedding-space views (issue 5); imported lazily
+register_section(lambda c: __import__("grokscope.interp.report").interp.report.interp_section(c))
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45} h1{margin-bottom:0} table{border-collapse:collapse;margin:.5em 0}

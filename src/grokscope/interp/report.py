@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 from grokscope.interp.io import read_csv
-from grokscope.interp.probing import summary_rows
 
 
 def _img(path: Path, alt: str = "") -> str:
@@ -42,6 +41,8 @@ def _last_step(rows: list[dict]) -> list[dict]:
 def _probe_section(d: Path) -> str:
     parts = []
     for csv_path in sorted(p for p in d.glob("*.csv") if not p.stem.endswith("_geometry")):
+        from grokscope.interp.probing import summary_rows
+
         rows = _last_step(read_csv(csv_path))
         shown, rule = summary_rows(rows)
         best = {(r["hook"], r["label"]): r for r in shown}
@@ -161,3 +162,9 @@ def interp_report_sections(run_dir) -> list[tuple[str, str]]:
         if d.is_dir() and any(d.glob(marker)):
             sections.append((title, build(d)))
     return sections
+
+
+def interp_section(ctx) -> str | None:
+    """A `grokscope.report` section builder: every interpretability result of the run, or None."""
+    sections = interp_report_sections(ctx.path)
+    return "".join(f"<h2>{html.escape(t)}</h2>{h}" for t, h in sections) or None
