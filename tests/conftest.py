@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from grokscope.config import apply_overrides, from_dict
 from grokscope.presets import load_preset_or_file
 from grokscope.train import train
+
+
+def pytest_configure(config) -> None:
+    # The test models are tiny: one thread is as fast as two on an idle machine and far faster
+    # on a busy one (oversubscribed intra-op threads spin). Results do not depend on it.
+    torch.set_num_threads(1)
 
 
 def make_config(spec: str = "tiny", *overrides: str):
