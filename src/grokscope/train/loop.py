@@ -166,8 +166,10 @@ class Trainer:
                     with autocast(cfg.precision):
                         logits = model(batch.tokens, positions=positions, pos_ids=pos_ids)
                     loss, stats = loss_and_stats(logits, batch)
-                    if do_eval and full_batch:
-                        train_stats = stats  # the full train set, at the weights after s updates
+                    if do_eval and full_batch and pos_ids is None:
+                        # the full train set at the weights after s updates, exactly as evaluation
+                        # would see it (not so when Abacus shifts training positions at random)
+                        train_stats = stats
                 if do_eval:
                     last_row = self._metrics_row(s, evals, train_stats, started)
                     run.append_metrics(last_row)
