@@ -9,11 +9,11 @@ float64. Across checkpoints, each checkpoint's components are sign-aligned with 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from grokscope.analysis.fourier import fourier_basis as analysis_fourier_basis
 from grokscope.errors import GrokscopeError
 from grokscope.interp.activations import collect
 from grokscope.model import Transformer
@@ -124,11 +124,9 @@ def _explained_along(X: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
 
 
 def fourier_basis(p: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin rows [n_freq, p] for frequencies 1..(p-1)//2, unit norm."""
-    x = torch.arange(p, dtype=torch.float64)
-    k = torch.arange(1, (p - 1) // 2 + 1, dtype=torch.float64)[:, None]
-    cos, sin = torch.cos(2 * math.pi * k * x / p), torch.sin(2 * math.pi * k * x / p)
-    return cos / cos.norm(dim=1, keepdim=True), sin / sin.norm(dim=1, keepdim=True)
+    """cos and sin rows [n_freq, p] for frequencies 1..(p-1)//2, unit norm (the analysis basis)."""
+    basis = analysis_fourier_basis(p)
+    return basis[1::2], basis[2::2]
 
 
 def embedding_frequency_norms(W: torch.Tensor) -> torch.Tensor:
