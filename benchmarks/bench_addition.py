@@ -29,7 +29,9 @@ from grokscope.train.evaluate import loss_and_stats
 
 
 def generation_rate(task: AdditionTask, batch_size: int, seconds: float = 2.0) -> float:
-    task.train_batch(0, batch_size, 0)
+    warm = time.perf_counter()
+    while time.perf_counter() - warm < 0.5:  # warm-up: allocator, thread pool
+        task.train_batch(0, batch_size, 0)
     n, step, start = 0, 1, time.perf_counter()
     while time.perf_counter() - start < seconds:
         n += len(task.train_batch(step, batch_size, 0))
