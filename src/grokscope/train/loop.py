@@ -145,7 +145,6 @@ class Trainer:
         total = cfg.steps
         positions = task.loss_positions
         evals = task.eval_sets()
-        full_batch = cfg.batch_size <= 0 or cfg.batch_size >= len(evals["train"])
         self.finished_reason = ""
         last_row: dict[str, Any] = {}
         started = time.perf_counter() - self.elapsed_s
@@ -166,7 +165,7 @@ class Trainer:
                     with autocast(cfg.precision):
                         logits = model(batch.tokens, positions=positions, pos_ids=pos_ids)
                     loss, stats = loss_and_stats(logits, batch)
-                    if do_eval and full_batch and pos_ids is None:
+                    if do_eval and batch is evals["train"] and pos_ids is None:
                         # the full train set at the weights after s updates, exactly as evaluation
                         # would see it (not so when Abacus shifts training positions at random)
                         train_stats = stats
