@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the named configurations")
     p.set_defaults(handler=cmd_presets)
 
-    p = sub.add_parser("demo", help="train the mainline run until it groks, then write its report")
+    p = sub.add_parser(
+        "demo", help="train the mainline run until it groks (99%% test accuracy), then write its report"
+    )
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--preset", default="mainline")
     p.add_argument("--overwrite", action="store_true", help="start again even if the folder exists")

@@ -15,7 +15,8 @@ def run_demo(out: Path, preset: str = "mainline", overwrite: bool = False, progr
         print(f"continuing the demo run in {out}")
         result = resume(out, progress=progress)
     else:
-        config = from_dict(apply_overrides(load_preset_or_file(preset), []))
+        # "until it groks": stop at 99% test accuracy (the preset's own step budget is the cap)
+        config = from_dict(apply_overrides(load_preset_or_file(preset), ["train.stop_at_test_acc=0.99"]))
         result = train(config, out, overwrite=overwrite, progress=progress)
     row = result.last_metrics
     print(f"{out}: trained to step {result.step}; test accuracy {row.get('test_acc', float('nan')):.4f}")
