@@ -68,7 +68,7 @@ def test_early_stop_and_final_checkpoint(tmp_path):
 def test_grokfast_and_minibatch_and_bf16_train(tmp_path):
     cfg = make_config(
         "tiny",
-        "train.steps=60",
+        "train.steps=200",
         "train.grokfast.enabled=true",
         "train.batch_size=64",
         "train.precision='bf16'",
@@ -76,8 +76,9 @@ def test_grokfast_and_minibatch_and_bf16_train(tmp_path):
     )
     result = train(cfg, tmp_path / "r", progress=False)
     rows = RunFolder.open(tmp_path / "r").read_metrics()
-    assert result.step == 60
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert result.step == 200
+    # bf16 + Grokfast at the tiny preset's high lr has transient spikes; over 200 steps it clearly trains
+    assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"]
     state = json.loads(json.dumps(RunFolder(tmp_path / "r").load_state()[1]))
     assert state["finished_reason"] == "steps"
     tensors, _ = RunFolder(tmp_path / "r").load_state()
