@@ -6,13 +6,13 @@ import sys
 
 import pytest
 import tomli_w
-from tests.conftest import make_config
 
 from grokscope.cli import main
 from grokscope.errors import GrokscopeError
 from grokscope.loading import load_run
 from grokscope.train import RunFolder, resume, train
 from grokscope.train import run_folder as run_folder_module
+from tests.conftest import make_config
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import make_config
 
 from grokscope.train import RunFolder, resume, train
+from tests.conftest import make_config
 
 STEPS = 400
 # One thread so that the subprocess and this process compute matmuls identically.

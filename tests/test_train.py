@@ -3,10 +3,10 @@
 import json
 
 import torch
-from tests.conftest import make_config
 
 from grokscope.loading import load_run
 from grokscope.train import RunFolder, train
+from tests.conftest import make_config
 
 
 def test_tiny_groks_with_the_papers_shape(tiny_run):
