@@ -4,6 +4,8 @@ Teacher-forced exact match reads every answer position given the true earlier di
 feeds the model its own digits and stops at EOS (varlen) or after the fixed answer width. With
 argmax decoding both agree on whether an example is exactly right, but generation also yields what
 the model actually writes (wrong lengths, early EOS) and is what length-generalization reads.
+With `task.index_hints` the model writes the answer's hint tokens too (they are targets), and a
+generated digit's Abacus index counts the digits written before it, not the hints.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from grokscope.tasks.addition import EOS, PAD, AdditionTask
 from grokscope.tasks.base import Batch
 
 
-def _ids_for(batch: Batch, buf: torch.Tensor) -> Batch:
-    """A batch view of the generation buffer whose answer `digit_index` follows the written digits."""
+def _ids_for(batch: Batch, buf: torch.Tensor, index_hints: bool = False) -> Batch:
+    """A batch view of the generation buffer whose answer `digit_index` follows the written digits
+    (with index hints: the count of digits written so far, hint tokens getting 0)."""
     eq = batch.meta["eq_pos"][:, None]
     t = torch.arange(buf.shape[1])[None, :]
-    written = torch.where((buf < 10) & (t > eq), t - eq, 0)
+    answer_digit = (buf < 10) & (t > eq)
+    written = torch.where(answer_digit, answer_digit.cumsum(1) if index_hints else t - eq, 0)
     index = torch.where(t <= eq, batch.meta["digit_index"], written)
     return Batch(buf, batch.targets, batch.mask, {"digit_index": index})
 
@@ -52,7 +56,7 @@ def _generate_part(model, task: AdditionTask, batch: Batch) -> torch.Tensor:
         live = ~done & (read + 1 < T)
         if not live.any():
             break
-        logits = model(buf, pos_ids=position_ids(model, _ids_for(batch, buf)))
+        logits = model(buf, pos_ids=position_ids(model, _ids_for(batch, buf, task.index_hints)))
         pred = logits[rows, read.clamp(max=T - 1)].argmax(dim=-1)
         write = (read + 1).clamp(max=T - 1)
         buf[rows[live], write[live]] = pred[live]

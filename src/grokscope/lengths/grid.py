@@ -53,6 +53,12 @@ def exact_per_example(model, task: AdditionTask, ops: Operands, chunk: int = 102
             f"encoding has {model.cfg.n_ctx} (model.n_ctx); train with model.n_ctx >= {need} "
             "(`grokscope lengths` does this) or evaluate shorter lengths"
         )
+    if task.d_vocab > model.cfg.d_vocab or task.d_vocab_out > model.cfg.d_vocab_out:
+        raise GrokscopeError(
+            f"problems of {task.M} digits with task.index_hints need hint tokens <h0>..<h{task.M}>, but the "
+            f"model knows {model.cfg.d_vocab} tokens (model.d_vocab); a model trained with index hints "
+            "cannot read operands longer than it was trained on (evaluate shorter lengths)"
+        )
     positions = task.loss_positions
     out = []
     for start in range(0, len(ops.la), chunk):

@@ -99,6 +99,12 @@ def sweep_spec(spec: StudySpec, out: Path):
     config = from_dict(data)
     if spec.test_digits[1] < hi:
         raise GrokscopeError(f"--test-digits must reach at least the training length {hi}")
+    if getattr(config.task, "index_hints", False) and spec.test_digits[1] > hi:
+        raise GrokscopeError(
+            f"task.index_hints: hint tokens name the columns of {hi}-digit training problems only, so "
+            f"the models could not read {spec.test_digits[1]}-digit ones; use --test-digits up to {hi} "
+            "or turn index hints off"
+        )
     n_ctx = max(eval_task(config.task, spec.test_digits[1]).n_ctx, config.model.n_ctx)
     fixed = [*spec.overrides, f"task.min_digits={lo}", f"task.max_digits={hi}", f"model.n_ctx={n_ctx}"]
     table = {

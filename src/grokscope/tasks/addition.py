@@ -1,7 +1,8 @@
 """Multi-digit addition `a+b=c` as a character-level sequence task (Nanda et al. 2023, appendix;
 Quirke & Barez 2024), in fixed-width or variable-length form, optionally reversed.
 
-Vocabulary: digits 0-9 are tokens 0-9, then `+` (10), `=` (11), EOS (12), PAD (13).
+Vocabulary: digits 0-9 are tokens 0-9, then `+` (10), `=` (11), EOS (12), PAD (13); with index
+hints, then the hint tokens `<h0>`..`<hM>` (14..14+M, M = `max_digits`).
 
 Formats (`task.format`):
 - `fixed`: operands zero-padded to `max_digits`, answer `max_digits + 1` digits, no EOS:
@@ -9,13 +10,20 @@ Formats (`task.format`):
 - `varlen`: no padding inside numbers, EOS after the answer, PAD up to the context:
   `12+31=43<eos><pad>...`.
 `reverse_operands` / `reverse_answer` write those numbers least-significant digit first.
-(Further format options, such as issue 6's index hints, belong in `encode()` below: it is the one
-place that turns digits into token positions.)
+`index_hints` (Zhou et al. 2023, "What Algorithms can Transformers Learn?") writes a hint token
+before every digit of a, b and the answer naming its column (`<hc>` for the digit of 10**c), so
+digits of one column carry the same hint in all three numbers, in written order:
+`<h2>1<h1>2<h0>3+<h1>4<h0>5=<h2>1<h1>6<h0>8<eos>` (varlen; reversed numbers run `<h0>`, `<h1>`, ...).
+The answer's hints are targets: the model writes them itself, so greedy generation needs nothing
+more. Each number then takes twice its digits in tokens (n_ctx 6M+4 fixed, 6M+5 varlen).
+(Further format options belong in `encode()` below: it is the one place that turns digits into
+token positions.)
 
 Loss: logits at position t predict token t+1 (`loss_positions[k]` = t, `targets[:, k]` = token t+1).
 Fixed format: the positions of `=` and the first `max_digits` answer digits (mask all true).
 Varlen: every position from the earliest possible `=` to the second-last; `mask` selects those
-whose next token is an answer digit or the EOS.
+whose next token is an answer digit or the EOS. With index hints the answer's hint tokens are
+targets too (fixed: 2(M+1) loss positions, alternately predicting a hint and its digit).
 
 `Batch.meta` (leading dimension = examples; column c = digit of 10**c, units first; see
 `grokscope.tasks.carries` for the carry definitions):
@@ -25,10 +33,11 @@ whose next token is an answer digit or the EOS.
   (0..5 for S0..S5), `eq_pos` [B] (position of `=`); `a`, `b`, `sum` [B] int64 when M <= 18;
 - `digit_index` [B, T]: for each digit token, its 1-based index within its own number *in written
   order* -- from the most significant digit in MSD-first numbers, from the least significant digit
-  in reversed numbers (padding zeros of the fixed format count as digits); 0 for non-digit tokens;
-- `column` [B, T]: the power of ten of each digit token, -1 for non-digit tokens;
-- `answer_column` [B, K]: the column of the answer digit each loss position predicts, -1 for EOS
-  and masked positions. `per_position(batch, "carry_in")` gathers column metadata to [B, K].
+  in reversed numbers (padding zeros of the fixed format count as digits); 0 for non-digit tokens
+  (hint tokens included: Abacus reads digits only);
+- `column` [B, T]: the power of ten of each digit token, -1 for non-digit tokens (hints too);
+- `answer_column` [B, K]: the column of the answer digit each loss position predicts, -1 for EOS,
+  hint targets and masked positions. `per_position(batch, "carry_in")` gathers column metadata to [B, K].
 
 Data: infinite (`n_train = 0`, a fresh seeded batch per step that skips held-out test examples) or
 finite (`n_train` distinct examples drawn with the test set and saved in the run folder). Eval sets:
@@ -52,7 +61,13 @@ from grokscope.tasks.carries import N_CLASSES, column_sums, int_to_digits, numbe
 
 PLUS, EQUALS, EOS, PAD = 10, 11, 12, 13
 TOKEN_NAMES = [str(d) for d in range(10)] + ["+", "=", "<eos>", "<pad>"]
+HINT0 = len(TOKEN_NAMES)  # index hint of column c is token HINT0 + c (only with task.index_hints)
 MAX_DIGITS = 60
+
+
+def hint_names(n_columns: int) -> list[str]:
+    """Names of the index-hint tokens `<h0>`..`<h{n_columns - 1}>`."""
+    return [f"<h{c}>" for c in range(n_columns)]
 
 
 @dataclass
@@ -65,6 +80,7 @@ class AdditionConfig:
     format: str = field(default="fixed", metadata={"choices": ("fixed", "varlen")})
     reverse_operands: bool = False
     reverse_answer: bool = False
+    index_hints: bool = False  # a hint token naming its column before every digit (Zhou et al. 2023)
     sampling: str = field(default="uniform", metadata={"choices": ("uniform", "balanced")})
     short_weight: float = 1.0  # multiplies the probability of operand lengths below max_digits
     carry_heavy: float = 0.0  # fraction of examples rewritten to have many sum-9 columns and carries
@@ -133,15 +149,18 @@ class AdditionTask(Task):
         self.M = cfg.max_digits
         self.n_columns = self.M + 1
         self.fixed = cfg.format == "fixed"
-        self.d_vocab = len(TOKEN_NAMES)
-        self.d_vocab_out = len(TOKEN_NAMES)
-        self.n_ctx = 3 * self.M + 3 if self.fixed else 3 * self.M + 4
+        self.index_hints = bool(cfg.index_hints)
+        self._names = TOKEN_NAMES + (hint_names(self.n_columns) if self.index_hints else [])
+        self.d_vocab = len(self._names)
+        self.d_vocab_out = len(self._names)
+        s = 2 if self.index_hints else 1  # tokens per digit: the digit, after its hint
+        self.n_ctx = s * (3 * self.M + 1) + (2 if self.fixed else 3)
         if self.fixed:
-            eq = 2 * self.M + 1
-            self.loss_positions = list(range(eq, eq + self.n_columns))
+            eq = 2 * s * self.M + 1
+            self.loss_positions = list(range(eq, eq + s * self.n_columns))
         else:
-            self.loss_positions = list(range(2 * cfg.min_digits + 1, self.n_ctx - 1))
-        self.max_answer_tokens = self.n_columns if self.fixed else self.n_columns + 1
+            self.loss_positions = list(range(2 * s * cfg.min_digits + 1, self.n_ctx - 1))
+        self.max_answer_tokens = s * self.n_columns + (0 if self.fixed else 1)
         self.length_probs = smp.length_probs(cfg.min_digits, self.M, cfg.sampling, cfg.short_weight)
         self.split_seed = seed if cfg.split_seed is None else cfg.split_seed
 
@@ -237,12 +256,13 @@ class AdditionTask(Task):
             ws = torch.full((n,), M + 1)
         else:
             wa, wb, ws = la, lb, ls
-        # segment starts: a at 0, '+' at wa, b after it, '=' after b, then the answer and EOS
-        plus = wa
-        b0 = wa + 1
-        eq = b0 + wb
+        s = 2 if self.index_hints else 1  # tokens per digit (hint, digit)
+        # segment starts: a at 0, '+' after a, b after it, '=' after b, then the answer and EOS
+        plus = s * wa
+        b0 = plus + 1
+        eq = b0 + s * wb
         s0 = eq + 1
-        eos = s0 + ws
+        eos = s0 + s * ws
         t = torch.arange(T)[None, :]
         tokens = torch.full((n, T), PAD, dtype=torch.long)
         column = torch.full((n, T), -1, dtype=torch.long)
@@ -253,12 +273,19 @@ class AdditionTask(Task):
             (s0, ws, info["sum_digits"], cfg.reverse_answer),
         ):
             off = t - start[:, None]
-            inside = (off >= 0) & (off < width[:, None])
-            col = off if rev else width[:, None] - 1 - off
+            inside = (off >= 0) & (off < s * width[:, None])
+            k = off // s  # the digit's 0-based place in written order
+            col = k if rev else width[:, None] - 1 - k
             col = torch.where(inside, col, 0).clamp(0, digits.shape[1] - 1)
-            tokens = torch.where(inside, digits.gather(1, col), tokens)
-            column = torch.where(inside, col, column)
-            index = torch.where(inside, off + 1, index)
+            if self.index_hints:
+                hint = inside & (off % 2 == 0)
+                digit = inside & ~hint
+                tokens = torch.where(hint, HINT0 + col, tokens)
+            else:
+                digit = inside
+            tokens = torch.where(digit, digits.gather(1, col), tokens)
+            column = torch.where(digit, col, column)
+            index = torch.where(digit, k + 1, index)
         tokens = torch.where(t == plus[:, None], PLUS, tokens)
         tokens = torch.where(t == eq[:, None], EQUALS, tokens)
         if not self.fixed:
@@ -392,16 +419,17 @@ class AdditionTask(Task):
                 )
 
     def token_names(self) -> list[str]:
-        return list(TOKEN_NAMES)
+        return list(self._names)
 
     def decode(self, tokens: torch.Tensor, strip_pad: bool = True) -> list[str]:
-        """Token ids [n, T] -> text, e.g. `12+31=43<eos>`."""
+        """Token ids [n, T] -> text, e.g. `12+31=43<eos>` (`<h1>1<h0>2+...` with index hints)."""
+        names = self._names
         texts = []
         for row in tokens.tolist():
             if strip_pad:
                 while row and row[-1] == PAD:
                     row.pop()
-            texts.append("".join(TOKEN_NAMES[i] for i in row))
+            texts.append("".join(names[i] for i in row))
         return texts
 
 
