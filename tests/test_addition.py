@@ -3,6 +3,7 @@ other generated tasks (induction, skip trigram); a short training smoke test; ev
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -323,6 +324,12 @@ def test_training_smoke_and_eval_data_verbs(tmp_path, capsys):
     assert "test,cell,1,2" in text and "train,carry_class" in text
     assert (runs[0] / "analysis" / "accuracy_by_length.png").stat().st_size > 1000
     assert (tmp_path / "both" / "accuracy_by_length_runs.png").is_file()
+    with open(tmp_path / "both" / "accuracy_by_length_runs.csv") as f:
+        both = list(csv.DictReader(f))
+    per_run = [
+        len((r / "analysis" / "accuracy_by_length.csv").read_text().splitlines()) - 1 for r in runs[:2]
+    ]
+    assert len(both) == sum(per_run) and [row["run"] for row in both].count(str(runs[0])) == per_run[0]
     assert main(["data", "addition_varlen", "--n", "5", "--out", str(tmp_path / "d.jsonl")]) == 0
     lines = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert len(lines) == 5 and {"text", "tokens", "carry_out", "digit_index", "mask"} <= set(lines[0])

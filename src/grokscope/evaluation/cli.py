@@ -74,10 +74,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             else Path(os.path.commonpath([str(Path(d).resolve()) for d in args.dirs]))
         )
         out.mkdir(parents=True, exist_ok=True)
-        text = "".join(
-            rows_to_csv(rows, {"run": name}).split("\n", 1)[1 if i else 0]
-            for i, (name, rows) in enumerate(tables.items())
-        )
+        parts = [rows_to_csv(rows, {"run": name}) for name, rows in tables.items()]
+        text = parts[0] + "".join(part.split("\n", 1)[1] for part in parts[1:])  # one header
         atomic_write_text(out / "accuracy_by_length_runs.csv", text)
         _save(seeds_distribution(tables), out / "accuracy_by_length_runs.png")
         print(
