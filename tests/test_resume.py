@@ -115,3 +115,14 @@ def test_resuming_a_finished_run_does_nothing(tmp_path):
     result = resume(out, progress=False)
     assert result.step == 30 and result.reason == "steps"
     assert (out / "metrics.jsonl").read_text() == before
+
+
+def test_resume_continues_past_an_early_stop_to_the_asked_steps(tmp_path):
+    # the demo's case: trained until a stop_at threshold, then `resume --steps N` where N is the
+    # config's own step budget must still train on to N, not report the early stop again
+    out = tmp_path / "run"
+    first = train(make_config("tiny", "train.stop_at_test_acc=0.5"), out, progress=False)
+    assert first.reason == "stop_at_test_acc" and first.step < 2000
+    result = resume(out, steps=2000, progress=False)
+    assert result.step == 2000 and result.reason == "steps"
+    assert resume(out, progress=False).step == 2000

@@ -62,7 +62,10 @@ def resume(path: str | Path, steps: int | None = None, progress: bool = True) ->
     state = run.load_state()
     if state is not None:
         trainer.restore(*state)
-    if steps is not None and steps != config.train.steps:
+    past_early_stop = (
+        steps is not None and steps > trainer.step and trainer.finished_reason.startswith("stop_at")
+    )
+    if steps is not None and (steps != config.train.steps or past_early_stop):
         if steps < trainer.step:
             raise GrokscopeError(f"{run.path} is already at step {trainer.step}; --steps must be >= that")
         config.train.steps = steps
