@@ -244,7 +244,7 @@ def markdown_table(spec: StudySpec, grids, summary) -> str:
         cells = []
         for c in cols:
             v = np.array([r[c] for r in rows])
-            cells.append(f"{v.mean():.2f} ± {v.std():.2f}")
+            cells.append(f"{v.mean():.3f} ± {v.std():.3f}")
         lines.append(f"| {pos} | {len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
