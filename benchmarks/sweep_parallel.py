@@ -11,6 +11,8 @@ trial ran 1.85x slower with 2 workers. That is what autogroup predicts: the kern
 fairly between sessions, all trials of a sweep are in one session, so on a busy machine a sweep
 gets one session's share however many workers it runs. On idle cores, trials are independent processes and
 the speed-up approaches the worker count less the ~2 s start-up (torch import) per trial.
+Measured 2026-12-01 on an idle 2-core machine (load average 1.2-1.4): workers=1 63.8 s, workers=2
+36.0 s (1.77x).
 """
 
 from __future__ import annotations
