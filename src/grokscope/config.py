@@ -105,6 +105,8 @@ class TrainConfig:
     eps: float = 1e-8
     momentum: float = 0.9
     warmup_steps: int = 10
+    lr_schedule: str = field(default="constant", metadata={"choices": ("constant", "cosine", "linear")})
+    lr_min: float = 0.0
     grad_clip: float = 0.0
     grokfast: GrokfastConfig = field(default_factory=GrokfastConfig)
     precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16")})
@@ -126,6 +128,7 @@ class TrainConfig:
         )
         _require(self.eps > 0, "train.eps must be > 0")
         _require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        _require(0 <= self.lr_min <= self.lr, "train.lr_min must be in [0, train.lr]")
         _require(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
         _require(self.threads >= 0, "train.threads must be >= 0 (0 = torch's default)")
         self.grokfast.validate()

@@ -68,6 +68,11 @@ def resume(path: str | Path, steps: int | None = None, progress: bool = True) ->
     if steps is not None and (steps != config.train.steps or past_early_stop):
         if steps < trainer.step:
             raise GrokscopeError(f"{run.path} is already at step {trainer.step}; --steps must be >= that")
+        if config.train.lr_schedule != "constant" and steps != config.train.steps:
+            print(
+                f"note: train.lr_schedule = {config.train.lr_schedule!r} now decays to step {steps} "
+                f"instead of {config.train.steps}; the rate jumps at step {trainer.step}"
+            )
         config.train.steps = steps
         raw = run.raw_config()
         raw["train"]["steps"] = steps

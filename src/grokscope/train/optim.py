@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from grokscope.config import GrokfastConfig, TrainConfig
@@ -20,10 +22,17 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up from 0, as in the paper (`min(step / 10, 1)`), then constant."""
-    if cfg.warmup_steps <= 0:
+    """Linear warm-up from 0, as in the paper (`min(step / 10, 1)`), then `lr_schedule`:
+    `constant`, or a `cosine` / `linear` decay from `lr` to `lr_min` at `steps`. A pure function
+    of the step, so a resumed run sees the same rates as an uninterrupted one."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
         return cfg.lr
-    return cfg.lr * min(step / cfg.warmup_steps, 1.0)
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    done = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    left = 0.5 * (1 + math.cos(math.pi * done)) if cfg.lr_schedule == "cosine" else 1 - done
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * left
 
 
 class Grokfast:
