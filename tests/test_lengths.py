@@ -83,7 +83,22 @@ def test_abacus_indices_of_123_plus_4567(reverse, text, index):
     assert same == reverse
 
 
-@pytest.mark.parametrize("pos", ["learned", "none", "sinusoidal", "rope", "alibi", "abacus", "abacus+rope"])
+@pytest.mark.parametrize(
+    "pos",
+    [
+        "learned",
+        "none",
+        "sinusoidal",
+        "rope",
+        "alibi",
+        "abacus",
+        "abacus+rope",
+        "abacus_rope",
+        "abacus+abacus_rope",
+        "abacus_alibi",
+        "abacus+abacus_alibi",
+    ],
+)
 def test_each_encoding_trains_on_tiny_addition(pos, tmp_path):
     result = train(from_dict(_data(pos, steps=30)), tmp_path / pos, progress=False)
     rows = grokscope.train.RunFolder.open(tmp_path / pos).read_metrics()

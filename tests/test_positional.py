@@ -83,7 +83,7 @@ def test_alibi_slopes_and_bias_matrix():
 
 
 def test_nope_and_formula_encodings_have_no_positional_parameters():
-    for pos in ("none", "sinusoidal", "rope", "alibi"):
+    for pos in ("none", "sinusoidal", "rope", "alibi", "abacus_rope"):
         names = [n for n, _ in _model(pos).named_parameters()]
         assert not any(n.startswith("pos_embed") for n in names), pos
         assert "pos_embed" not in "".join(_model(pos).state_dict())
@@ -130,6 +130,55 @@ def test_abacus_model_needs_ids_and_names_them_clearly():
     assert not torch.allclose(a, b)  # the ids change the residual stream
 
 
+def test_abacus_rope_scores_depend_only_on_digit_index_differences():
+    """Shifting every digit index by one constant leaves the model's output unchanged when all
+    tokens are digits; token positions play no part; a different index pattern changes it."""
+    m = _model("abacus_rope", n_layers=2)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 10, (5, 8), generator=g)
+    ids = torch.tensor([[1, 2, 3, 1, 2, 3, 4, 5]]).expand(5, -1)
+    base = m(tokens, pos_ids=ids)
+    assert torch.allclose(m(tokens, pos_ids=ids + 17), base, atol=1e-5)
+    assert not torch.allclose(m(tokens, pos_ids=ids.flip(1)), base, atol=1e-3)
+    # the rotation itself: each (2i, 2i+1) pair turns by digit index * base^(-2i/d_head)
+    pe = m.pos_embed
+    x = torch.zeros(1, 2, 1, 8)
+    x[..., 0] = 1.0
+    out = pe.rotate(x, torch.arange(2), torch.tensor([[0, 3]]))
+    assert torch.allclose(out[0, 1, 0, :2], torch.tensor([math.cos(3.0), math.sin(3.0)]), atol=1e-6)
+    assert torch.equal(out[0, 0], x[0, 0])  # index 0 (non-digit) is not rotated
+
+
+def test_abacus_alibi_bias_is_minus_slope_times_digit_index_distance():
+    m = _model("abacus_alibi")
+    ids = torch.tensor([[1, 2, 3, 0, 1, 2, 0]])
+    bias = m.pos_embed.score_bias(torch.arange(7), torch.arange(7), ids, ids)
+    assert bias.shape == (1, 4, 7, 7)
+    slopes = alibi_slopes(4)
+    # query `2` of the second number (position 5, index 2) against every key, head 0
+    expected = -slopes[0] * torch.tensor([1.0, 0.0, 1.0, 2.0, 1.0, 0.0, 2.0])
+    assert torch.allclose(bias[0, 0, 5], expected)
+    assert torch.allclose(bias[0, 3], bias[0, 0] * slopes[3] / slopes[0])
+    # digit-digit biases are the same after a shift of every digit index (the training offset)
+    shifted = torch.where(ids > 0, ids + 9, ids)
+    again = m.pos_embed.score_bias(torch.arange(7), torch.arange(7), shifted, shifted)
+    digit = (ids > 0)[0]
+    assert torch.equal(again[0][:, digit][:, :, digit], bias[0][:, digit][:, :, digit])
+    tokens = torch.randint(0, 10, (2, 7), generator=torch.Generator().manual_seed(0))
+    far = torch.tensor([[1, 2, 3, 0, 1, 2, 0]]).expand(2, -1)
+    assert not torch.allclose(m(tokens, pos_ids=far), m(tokens, pos_ids=far.flip(1)))
+
+
+def test_combined_abacus_encodings_share_one_training_offset():
+    m = _model("abacus+abacus_rope")
+    assert m.pos_embed.attends_ids and m.pos_embed.max_offset == 20
+    ids = torch.tensor([[1, 2, 0, 1, 2, 3, 0, 1]])
+    for step in range(20):
+        shifted = m.pos_embed.train_ids(ids, offset_generator(0, step))
+        single = m.pos_embed.abacus.train_ids(ids, offset_generator(0, step))
+        assert torch.equal(shifted, single)  # drawn once, not once per part
+
+
 @pytest.mark.parametrize("pos", POS_CHOICES)
 def test_loss_position_path_equals_full_forward(pos):
     """The fast path (table for absolute-only encodings, query subset) equals the plain hooked path."""
@@ -140,7 +189,7 @@ def test_loss_position_path_equals_full_forward(pos):
     fast = m(tokens, positions=[5, 7], pos_ids=ids)
     full = m.run_with_hooks(tokens, [], pos_ids=ids)
     assert torch.allclose(fast, full[:, [5, 7]], atol=1e-5)
-    assert m.pos_embed.absolute_only == (not pos.startswith("abacus"))
+    assert m.pos_embed.absolute_only == ("abacus" not in pos.split("+"))  # W_abacus is per token
 
 
 def test_learned_positions_past_n_ctx_raise():

@@ -25,9 +25,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-POS_CHOICES = ("learned", "none", "sinusoidal", "rope", "alibi", "abacus") + tuple(
-    f"abacus+{k}" for k in ("learned", "sinusoidal", "rope", "alibi")
-)
+POS_CHOICES = (
+    "learned",
+    "none",
+    "sinusoidal",
+    "rope",
+    "alibi",
+    "abacus",
+    "abacus_rope",
+    "abacus_alibi",
+) + tuple(f"abacus+{k}" for k in ("learned", "sinusoidal", "rope", "alibi", "abacus_rope", "abacus_alibi"))
 
 
 @dataclass

@@ -6,10 +6,12 @@ ids the task supplies (`residual_ids`, e.g. Abacus digit indices), rotate querie
 
 `model.pos` picks one: `learned` (a trained vector per position), `none` (NoPE), `sinusoidal`
 (Vaswani et al. 2017), `rope` (Su et al. 2021), `alibi` (Press et al. 2022), `abacus` (McLeish et
-al. 2024), or `abacus+X` for Abacus on top of X. Beyond the positions seen in training:
+al. 2024), `abacus_rope` / `abacus_alibi` (RoPE / ALiBi over Abacus digit indices instead of token
+positions: a digit's attention to another depends on their indices only through the difference;
+grokscope's own variants), or `abacus+X` for Abacus on top of X. Beyond the positions seen in training:
 `learned` raises a GrokscopeError past `model.n_ctx` rows (rows inside n_ctx that training never
-reached stay at their random init); `sinusoidal`, `rope` and `alibi` are formulas defined at every
-position, so they extrapolate; `abacus` raises past its table of `n_ctx + abacus_max_offset + 1`
+reached stay at their random init); `sinusoidal`, `rope`, `alibi`, `abacus_rope` and `abacus_alibi` are formulas defined
+at every position, so they extrapolate; `abacus` raises past its table of `n_ctx + abacus_max_offset + 1`
 digit indices.
 """
 
@@ -23,7 +25,7 @@ from torch import nn
 from grokscope.errors import GrokscopeError
 
 #: The values `model.pos` accepts (config.py lists the same).
-KINDS = ("learned", "none", "sinusoidal", "rope", "alibi", "abacus")
+KINDS = ("learned", "none", "sinusoidal", "rope", "alibi", "abacus", "abacus_rope", "abacus_alibi")
 
 
 class PositionalEncoding(nn.Module):
@@ -32,6 +34,10 @@ class PositionalEncoding(nn.Module):
     absolute_only: bool = True
     #: True when the encoding reads per-token ids from the task (`batch.meta["digit_index"]`).
     needs_ids: bool = False
+    #: True when `rotate` or `score_bias` read those per-token ids (the model passes them to attention).
+    attends_ids: bool = False
+    #: Training shifts digit ids by one random offset in [0, max_offset] per batch (0 = never).
+    max_offset: int = 0
 
     def residual(self, n_pos: int) -> torch.Tensor | None:
         """[n_pos, d_model] added at positions 0..n_pos-1, or None."""
@@ -42,15 +48,23 @@ class PositionalEncoding(nn.Module):
         return None
 
     def train_ids(self, pos_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The ids used at a training step (Abacus adds its random offset); identity elsewhere."""
-        return pos_ids
+        """The ids used at a training step: digit ids (> 0) shifted by one random offset in
+        [0, max_offset] for the whole batch, so that indices past the trained lengths get trained."""
+        if self.max_offset <= 0:
+            return pos_ids
+        offset = torch.randint(0, self.max_offset + 1, (), generator=generator).item()
+        return torch.where(pos_ids > 0, pos_ids + offset, pos_ids)
 
-    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """x [B, T, H, d_head] at positions pos [T], rotated (RoPE) or unchanged."""
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, H, d_head] at positions pos [T] (per-token ids [B, T] when `attends_ids`),
+        rotated (RoPE) or unchanged."""
         return x
 
-    def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor | None:
-        """[H, Tq, Tk] (or broadcastable) added to attention scores, or None."""
+    def score_bias(
+        self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_ids: torch.Tensor | None = None, k_ids=None
+    ) -> torch.Tensor | None:
+        """[H, Tq, Tk] (or [B, H, Tq, Tk], or broadcastable) added to attention scores, or None.
+        q_ids [B, Tq] / k_ids [B, Tk]: the digit ids of queries and keys, when `attends_ids`."""
         return None
 
 
@@ -110,12 +124,37 @@ class RotaryPositionalEncoding(PositionalEncoding):
         inv_freq = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        angle = pos.to(torch.float64)[:, None] * self.inv_freq  # [T, d_head/2]
-        cos = angle.cos().to(x.dtype)[:, None, :]  # [T, 1, d_head/2] broadcasts over heads
-        sin = angle.sin().to(x.dtype)[:, None, :]
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-        return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        return rotate_pairs(x, pos, self.inv_freq)
+
+
+def rotate_pairs(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """RoPE: x [B, T, H, d_head] rotated by positions pos, [T] (shared) or [B, T] (per example)."""
+    angle = pos.to(torch.float64)[..., None] * inv_freq  # [(B,) T, d_head/2]
+    cos = angle.cos().to(x.dtype)[..., None, :]  # [(B,) T, 1, d_head/2] broadcasts over heads
+    sin = angle.sin().to(x.dtype)[..., None, :]
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+class AbacusRotaryEncoding(RotaryPositionalEncoding):
+    """RoPE over Abacus digit indices instead of token positions: a query's score for a key depends
+    on their digit indices only through the difference, so "the digit one column up" is the same
+    rotation at every length. Non-digit tokens (index 0) share one position. Training shifts digit
+    indices by a random offset like Abacus does, which leaves digit-digit scores unchanged and
+    varies only the distance to non-digit tokens. No parameters."""
+
+    needs_ids = True
+    attends_ids = True
+
+    def __init__(self, d_head: int, max_offset: int, base: float = 10000.0):
+        super().__init__(d_head, base)
+        self.max_offset = max_offset
+
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        if ids is None:
+            raise GrokscopeError("model.pos = abacus_rope needs per-token digit ids in attention")
+        return rotate_pairs(x, ids, self.inv_freq)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
@@ -139,9 +178,31 @@ class ALiBiPositionalEncoding(PositionalEncoding):
         super().__init__()
         self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
 
-    def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_ids=None, k_ids=None) -> torch.Tensor:
         distance = (q_pos[:, None] - k_pos[None, :]).float()  # [Tq, Tk]; > 0 for past keys
         return -self.slopes[:, None, None] * distance
+
+
+class AbacusALiBiEncoding(PositionalEncoding):
+    """ALiBi over Abacus digit indices: score bias -slope_h * |i_q - i_k| for digit indices i, so
+    that digits of far-away columns are pushed down by more the farther they are, at any length
+    (a digit's own column and its neighbours keep the same bias however long the numbers are).
+    Non-digit tokens have index 0. Training shifts digit indices like Abacus (digit-digit biases
+    unchanged). No parameters; grokscope's own variant."""
+
+    needs_ids = True
+    attends_ids = True
+
+    def __init__(self, n_heads: int, max_offset: int):
+        super().__init__()
+        self.max_offset = max_offset
+        self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
+
+    def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_ids=None, k_ids=None) -> torch.Tensor:
+        if q_ids is None or k_ids is None:
+            raise GrokscopeError("model.pos = abacus_alibi needs per-token digit ids in attention")
+        distance = (q_ids[:, :, None] - k_ids[:, None, :]).abs().float()  # [B, Tq, Tk]
+        return -self.slopes[None, :, None, None] * distance[:, None]
 
 
 class AbacusPositionalEncoding(PositionalEncoding):
@@ -158,10 +219,6 @@ class AbacusPositionalEncoding(PositionalEncoding):
         self.max_offset = max_offset
         self.W_abacus = nn.Parameter(torch.randn(n_index, d_model, generator=generator) / math.sqrt(d_model))
 
-    def train_ids(self, pos_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        offset = torch.randint(0, self.max_offset + 1, (), generator=generator).item()
-        return torch.where(pos_ids > 0, pos_ids + offset, pos_ids)
-
     def residual_ids(self, pos_ids: torch.Tensor) -> torch.Tensor:
         n_index = self.W_abacus.shape[0]
         if pos_ids.numel() and (int(pos_ids.max()) >= n_index or int(pos_ids.min()) < 0):
@@ -174,7 +231,8 @@ class AbacusPositionalEncoding(PositionalEncoding):
 
 
 class CombinedPositionalEncoding(PositionalEncoding):
-    """Several encodings at once (`abacus+rope`): residuals and score biases add, rotations chain.
+    """Several encodings at once (`abacus+rope`): residuals and score biases add, rotations chain,
+    and all parts read the same digit ids (one training offset, drawn once).
     Each part is a child named by its kind (`pos_embed.abacus.W_abacus`, `pos_embed.learned.W_pos`)."""
 
     def __init__(self, parts: dict[str, PositionalEncoding]):
@@ -184,6 +242,8 @@ class CombinedPositionalEncoding(PositionalEncoding):
             self.add_module(kind, part)
         self.absolute_only = all(p.absolute_only for p in self._parts())
         self.needs_ids = any(p.needs_ids for p in self._parts())
+        self.attends_ids = any(p.attends_ids for p in self._parts())
+        self.max_offset = max(p.max_offset for p in self._parts())
 
     def _parts(self) -> list[PositionalEncoding]:
         return [getattr(self, k) for k in self.kinds]
@@ -194,18 +254,15 @@ class CombinedPositionalEncoding(PositionalEncoding):
     def residual_ids(self, pos_ids: torch.Tensor) -> torch.Tensor | None:
         return _sum(p.residual_ids(pos_ids) for p in self._parts())
 
-    def train_ids(self, pos_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         for p in self._parts():
-            pos_ids = p.train_ids(pos_ids, generator)
-        return pos_ids
-
-    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        for p in self._parts():
-            x = p.rotate(x, pos)
+            x = p.rotate(x, pos, ids)
         return x
 
-    def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor | None:
-        return _sum(p.score_bias(q_pos, k_pos) for p in self._parts())
+    def score_bias(
+        self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_ids=None, k_ids=None
+    ) -> torch.Tensor | None:
+        return _sum(p.score_bias(q_pos, k_pos, q_ids, k_ids) for p in self._parts())
 
 
 def _sum(values) -> torch.Tensor | None:
@@ -230,6 +287,14 @@ def _build_one(kind: str, cfg, generator: torch.Generator) -> PositionalEncoding
     if kind == "abacus":
         max_offset = getattr(cfg, "abacus_max_offset", 20)
         return AbacusPositionalEncoding(cfg.n_ctx + max_offset + 1, cfg.d_model, max_offset, generator)
+    if kind == "abacus_rope":
+        if cfg.d_head % 2:
+            raise GrokscopeError(
+                f"bad config: model.pos = abacus_rope needs an even model.d_head, got {cfg.d_head}"
+            )
+        return AbacusRotaryEncoding(cfg.d_head, getattr(cfg, "abacus_max_offset", 20))
+    if kind == "abacus_alibi":
+        return AbacusALiBiEncoding(cfg.n_heads, getattr(cfg, "abacus_max_offset", 20))
     raise GrokscopeError(f"unknown positional encoding {kind!r}; known: {', '.join(KINDS)} (or abacus+X)")
 
 

@@ -73,16 +73,18 @@ class Attention(nn.Module):
         v: torch.Tensor,  # [B, T, H, dh]
         q_pos: torch.Tensor,  # [Tq]
         pe,
+        ids: torch.Tensor | None = None,  # [B, T] digit ids, for encodings that rotate by them
     ) -> torch.Tensor:
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         k_pos = torch.arange(k.shape[1], device=k.device)
-        q, k = pe.rotate(q, q_pos), pe.rotate(k, k_pos)
+        q_ids = None if ids is None else ids.index_select(1, q_pos)
+        q, k = pe.rotate(q, q_pos, q_ids), pe.rotate(k, k_pos, ids)
         small = q.shape[1] * k.shape[1] <= _BROADCAST_ATTENTION_MAX
         if small:  # tiny contexts: broadcast-multiply beats thousands of tiny batched matmuls
             scores = (q[:, :, None] * k[:, None]).sum(-1).permute(0, 3, 1, 2) / math.sqrt(self.d_head)
         else:
             scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
-        bias = pe.score_bias(q_pos, k_pos)
+        bias = pe.score_bias(q_pos, k_pos, q_ids, ids)
         if bias is not None:
             scores = scores + bias
         causal = k_pos[None, :] > q_pos[:, None]
@@ -138,7 +140,7 @@ class TransformerBlock(nn.Module):
         ):
             setattr(self, name, HookPoint())
 
-    def forward(self, resid_pre: torch.Tensor, q_pos: torch.Tensor, pe, qkv=None) -> torch.Tensor:
+    def forward(self, resid_pre: torch.Tensor, q_pos: torch.Tensor, pe, qkv=None, ids=None) -> torch.Tensor:
         """resid_pre [B, T, d] -> resid_post [B, Tq, d] at the query positions `q_pos`."""
         resid_pre = self.hook_resid_pre(resid_pre)
         resid_q = resid_pre.index_select(1, q_pos)
@@ -149,7 +151,7 @@ class TransformerBlock(nn.Module):
                 self.attn.project(x, "K"),
                 self.attn.project(x, "V"),
             )
-        attn_out = self.hook_attn_out(self.attn(*qkv, q_pos=q_pos, pe=pe))
+        attn_out = self.hook_attn_out(self.attn(*qkv, q_pos=q_pos, pe=pe, ids=ids))
         resid_mid = self.hook_resid_mid(resid_q + attn_out)
         if self.attn_only:
             return self.hook_resid_post(resid_mid)
@@ -219,9 +221,10 @@ class Transformer(HookedRootModule):
             if pos is not None:
                 resid = resid + self.hook_pos_embed(pos)
             qkv = None
+        rot_ids = pos_ids if self.pos_embed.attends_ids else None
         for i, block in enumerate(self.blocks):
             q_pos = out_pos if i == n_blocks - 1 else all_pos
-            resid = block(resid, q_pos, self.pos_embed, qkv=qkv if i == 0 else None)
+            resid = block(resid, q_pos, self.pos_embed, qkv=qkv if i == 0 else None, ids=rot_ids)
         if n_blocks == 0:
             resid = resid.index_select(1, out_pos)
         logits = self.ln_final(resid) @ self.unembed.W_U
