@@ -169,6 +169,26 @@ def test_abacus_alibi_bias_is_minus_slope_times_digit_index_distance():
     assert not torch.allclose(m(tokens, pos_ids=far), m(tokens, pos_ids=far.flip(1)))
 
 
+def test_random_abacus_indices_keep_columns_and_order():
+    m = _model("abacus", abacus_indices="random")
+    ids = torch.tensor([[1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 4, 0]]).expand(50, -1)
+    spans = set()
+    for step in range(5):
+        out = m.pos_embed.train_ids(ids, offset_generator(0, step))
+        assert torch.equal(out == 0, ids == 0)  # non-digit tokens keep 0
+        for col in range(1, 5):  # one column, one index, within each example
+            vals = out[ids == col].reshape(50, -1)
+            assert (vals == vals[:, :1]).all()
+        a = out[:, 7:11]  # the answer's indices rise with the column, within 1..4 + 20
+        assert (a.diff(dim=1) > 0).all() and a.min() >= 1 and a.max() <= 24
+        spans.update((a[:, -1] - a[:, 0]).tolist())
+    assert max(spans) > 10  # examples meet indices far apart
+    assert torch.equal(
+        _model("abacus").pos_embed.train_ids(ids[:1], offset_generator(0, 0)).diff()[0, :2],
+        torch.ones(2, dtype=torch.long),
+    )
+
+
 def test_combined_abacus_encodings_share_one_training_offset():
     m = _model("abacus+abacus_rope")
     assert m.pos_embed.attends_ids and m.pos_embed.max_offset == 20

@@ -54,6 +54,9 @@ class ModelConfig:
     unembed_bias: bool = False
     pos: str = field(default="learned", metadata={"choices": POS_CHOICES})  # model/positional.py
     abacus_max_offset: int = 20  # Abacus: training shifts digit indices by a random 0..this
+    # Abacus training indices: `offset` (one random shift per batch, McLeish et al.) or `random`
+    # (each example's indices a sorted random subset of 1..K + abacus_max_offset, Ruoss et al. 2023)
+    abacus_indices: str = field(default="offset", metadata={"choices": ("offset", "random")})
     d_vocab: int = 0
     d_vocab_out: int = 0
     n_ctx: int = 0

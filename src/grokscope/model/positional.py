@@ -38,6 +38,8 @@ class PositionalEncoding(nn.Module):
     attends_ids: bool = False
     #: Training shifts digit ids by one random offset in [0, max_offset] per batch (0 = never).
     max_offset: int = 0
+    #: Instead, training draws each example's ids as a sorted random subset (model.abacus_indices).
+    random_indices: bool = False
 
     def residual(self, n_pos: int) -> torch.Tensor | None:
         """[n_pos, d_model] added at positions 0..n_pos-1, or None."""
@@ -52,6 +54,8 @@ class PositionalEncoding(nn.Module):
         [0, max_offset] for the whole batch, so that indices past the trained lengths get trained."""
         if self.max_offset <= 0:
             return pos_ids
+        if self.random_indices:
+            return random_subset_ids(pos_ids, self.max_offset, generator)
         offset = torch.randint(0, self.max_offset + 1, (), generator=generator).item()
         return torch.where(pos_ids > 0, pos_ids + offset, pos_ids)
 
@@ -66,6 +70,19 @@ class PositionalEncoding(nn.Module):
         """[H, Tq, Tk] (or [B, H, Tq, Tk], or broadcastable) added to attention scores, or None.
         q_ids [B, Tq] / k_ids [B, Tk]: the digit ids of queries and keys, when `attends_ids`."""
         return None
+
+
+def random_subset_ids(pos_ids: torch.Tensor, max_offset: int, generator: torch.Generator) -> torch.Tensor:
+    """Randomized positions (Ruoss et al. 2023) over digit indices: per example, index k becomes
+    the k-th smallest of K random distinct values in 1..K + max_offset (K = the batch's largest
+    index), so digits of one column still share an index and order is kept, while one example
+    meets indices far apart. Non-digit tokens keep 0."""
+    B, K = pos_ids.shape[0], int(pos_ids.max())
+    if K <= 0:
+        return pos_ids
+    picks = torch.rand(B, K + max_offset, generator=generator).argsort(dim=1)[:, :K] + 1
+    table = torch.cat([torch.zeros(B, 1, dtype=picks.dtype), picks.sort(dim=1).values], dim=1)
+    return torch.gather(table, 1, pos_ids)
 
 
 class NoPositionalEncoding(PositionalEncoding):
@@ -244,6 +261,7 @@ class CombinedPositionalEncoding(PositionalEncoding):
         self.needs_ids = any(p.needs_ids for p in self._parts())
         self.attends_ids = any(p.attends_ids for p in self._parts())
         self.max_offset = max(p.max_offset for p in self._parts())
+        self.random_indices = any(p.random_indices for p in self._parts())
 
     def _parts(self) -> list[PositionalEncoding]:
         return [getattr(self, k) for k in self.kinds]
@@ -303,9 +321,12 @@ def build_positional(cfg, generator: torch.Generator) -> PositionalEncoding:
     kinds = cfg.pos.split("+")
     if len(set(kinds)) != len(kinds):
         raise GrokscopeError(f"bad config: model.pos = {cfg.pos!r} names an encoding twice")
+    parts = {k: _build_one(k, cfg, generator) for k in kinds}
+    for part in parts.values():
+        part.random_indices = getattr(cfg, "abacus_indices", "offset") == "random"
     if len(kinds) == 1:
-        return _build_one(kinds[0], cfg, generator)
-    return CombinedPositionalEncoding({k: _build_one(k, cfg, generator) for k in kinds})
+        return parts[kinds[0]]
+    return CombinedPositionalEncoding(parts)
 
 
 def offset_generator(seed: int, step: int) -> torch.Generator:
