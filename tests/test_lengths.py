@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import grokscope.train  # noqa: F401  (loading imports the trainer package first)
-from grokscope.config import ModelConfig, from_dict
+from grokscope.config import POS_CHOICES, ModelConfig, from_dict
 from grokscope.errors import GrokscopeError
 from grokscope.lengths.grid import eval_task, exact_per_example, grid_operands, length_grid
 from grokscope.lengths.study import StudySpec, parse_range, parse_seeds, run_study, sweep_spec
@@ -83,22 +83,7 @@ def test_abacus_indices_of_123_plus_4567(reverse, text, index):
     assert same == reverse
 
 
-@pytest.mark.parametrize(
-    "pos",
-    [
-        "learned",
-        "none",
-        "sinusoidal",
-        "rope",
-        "alibi",
-        "abacus",
-        "abacus+rope",
-        "abacus_rope",
-        "abacus+abacus_rope",
-        "abacus_alibi",
-        "abacus+abacus_alibi",
-    ],
-)
+@pytest.mark.parametrize("pos", POS_CHOICES)
 def test_each_encoding_trains_on_tiny_addition(pos, tmp_path):
     result = train(from_dict(_data(pos, steps=30)), tmp_path / pos, progress=False)
     rows = grokscope.train.RunFolder.open(tmp_path / pos).read_metrics()
