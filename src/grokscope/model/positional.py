@@ -51,7 +51,8 @@ class PositionalEncoding(nn.Module):
 
     def train_ids(self, pos_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The ids used at a training step: digit ids (> 0) shifted by one random offset in
-        [0, max_offset] for the whole batch, so that indices past the trained lengths get trained."""
+        [0, max_offset] for the whole batch, so that indices past the trained lengths get trained
+        (or, with `random_indices`, a sorted random subset per example)."""
         if self.max_offset <= 0:
             return pos_ids
         if self.random_indices:
@@ -137,7 +138,9 @@ class RotaryPositionalEncoding(PositionalEncoding):
     def __init__(self, d_head: int, base: float = 10000.0):
         super().__init__()
         if d_head % 2:
-            raise GrokscopeError(f"bad config: model.pos = rope needs an even model.d_head, got {d_head}")
+            raise GrokscopeError(
+                f"bad config: RoPE (model.pos = rope or abacus_rope) needs an even model.d_head, got {d_head}"
+            )
         inv_freq = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -261,7 +264,6 @@ class CombinedPositionalEncoding(PositionalEncoding):
         self.needs_ids = any(p.needs_ids for p in self._parts())
         self.attends_ids = any(p.attends_ids for p in self._parts())
         self.max_offset = max(p.max_offset for p in self._parts())
-        self.random_indices = any(p.random_indices for p in self._parts())
 
     def _parts(self) -> list[PositionalEncoding]:
         return [getattr(self, k) for k in self.kinds]
@@ -306,10 +308,6 @@ def _build_one(kind: str, cfg, generator: torch.Generator) -> PositionalEncoding
         max_offset = getattr(cfg, "abacus_max_offset", 20)
         return AbacusPositionalEncoding(cfg.n_ctx + max_offset + 1, cfg.d_model, max_offset, generator)
     if kind == "abacus_rope":
-        if cfg.d_head % 2:
-            raise GrokscopeError(
-                f"bad config: model.pos = abacus_rope needs an even model.d_head, got {cfg.d_head}"
-            )
         return AbacusRotaryEncoding(cfg.d_head, getattr(cfg, "abacus_max_offset", 20))
     if kind == "abacus_alibi":
         return AbacusALiBiEncoding(cfg.n_heads, getattr(cfg, "abacus_max_offset", 20))
@@ -321,12 +319,12 @@ def build_positional(cfg, generator: torch.Generator) -> PositionalEncoding:
     kinds = cfg.pos.split("+")
     if len(set(kinds)) != len(kinds):
         raise GrokscopeError(f"bad config: model.pos = {cfg.pos!r} names an encoding twice")
-    parts = {k: _build_one(k, cfg, generator) for k in kinds}
-    for part in parts.values():
-        part.random_indices = getattr(cfg, "abacus_indices", "offset") == "random"
     if len(kinds) == 1:
-        return parts[kinds[0]]
-    return CombinedPositionalEncoding(parts)
+        pe = _build_one(kinds[0], cfg, generator)
+    else:
+        pe = CombinedPositionalEncoding({k: _build_one(k, cfg, generator) for k in kinds})
+    pe.random_indices = getattr(cfg, "abacus_indices", "offset") == "random"  # read by train_ids
+    return pe
 
 
 def offset_generator(seed: int, step: int) -> torch.Generator:

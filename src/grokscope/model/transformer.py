@@ -73,7 +73,7 @@ class Attention(nn.Module):
         v: torch.Tensor,  # [B, T, H, dh]
         q_pos: torch.Tensor,  # [Tq]
         pe,
-        ids: torch.Tensor | None = None,  # [B, T] digit ids, for encodings that rotate by them
+        ids: torch.Tensor | None = None,  # [B, T] digit ids, for encodings that rotate or bias by them
     ) -> torch.Tensor:
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         k_pos = torch.arange(k.shape[1], device=k.device)
@@ -221,10 +221,10 @@ class Transformer(HookedRootModule):
             if pos is not None:
                 resid = resid + self.hook_pos_embed(pos)
             qkv = None
-        rot_ids = pos_ids if self.pos_embed.attends_ids else None
+        attn_ids = pos_ids if self.pos_embed.attends_ids else None
         for i, block in enumerate(self.blocks):
             q_pos = out_pos if i == n_blocks - 1 else all_pos
-            resid = block(resid, q_pos, self.pos_embed, qkv=qkv if i == 0 else None, ids=rot_ids)
+            resid = block(resid, q_pos, self.pos_embed, qkv=qkv if i == 0 else None, ids=attn_ids)
         if n_blocks == 0:
             resid = resid.index_select(1, out_pos)
         logits = self.ln_final(resid) @ self.unembed.W_U

@@ -30,7 +30,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     if cfg.lr_schedule == "constant":
         return cfg.lr
     span = max(cfg.steps - cfg.warmup_steps, 1)
-    done = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    done = min((step - cfg.warmup_steps) / span, 1.0)  # step >= warmup_steps here
     left = 0.5 * (1 + math.cos(math.pi * done)) if cfg.lr_schedule == "cosine" else 1 - done
     return cfg.lr_min + (cfg.lr - cfg.lr_min) * left
 
