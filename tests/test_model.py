@@ -108,3 +108,22 @@ def test_attn_only_and_names_filter():
     assert not any("mlp" in n for n, _ in m.named_parameters())
     _, cache = m.run_with_cache(_tokens(2), names_filter=lambda n: n.endswith("resid_post"))
     assert set(cache) == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
+
+
+@pytest.mark.parametrize("pos", ["learned", "abacus"])
+def test_input_injection_re_adds_the_embedding_before_every_later_block(pos):
+    """resid_pre of block i > 0 = resid_post of block i - 1 + embed + pos_embed; the fast path agrees."""
+    m = _model(n_layers=3, layer_norm=True, input_injection=True, pos=pos)
+    tokens = _tokens(40)
+    ids = torch.randint(0, 3, tokens.shape, generator=torch.Generator().manual_seed(2))
+    logits, cache = m.run_with_cache(tokens, pos_ids=ids)
+    x0 = cache["hook_embed"] + cache["hook_pos_embed"]
+    for i in (1, 2):
+        expected = cache[f"blocks.{i - 1}.hook_resid_post"] + x0
+        assert torch.allclose(cache[f"blocks.{i}.hook_resid_pre"], expected, atol=1e-6)
+    assert torch.allclose(m(tokens, positions=[2], pos_ids=ids), logits[:, [2]], atol=1e-5)
+    plain = Transformer(
+        ModelConfig(d_vocab=114, d_vocab_out=113, n_ctx=3, n_layers=3, layer_norm=True, pos=pos), 0
+    )
+    plain.load_state_dict(m.state_dict())  # same weights, no injection: different logits
+    assert not torch.allclose(plain(tokens, pos_ids=ids), logits, atol=1e-3)

@@ -57,6 +57,9 @@ class ModelConfig:
     # Abacus training indices: `offset` (one random shift per batch, McLeish et al.) or `random`
     # (each example's indices a sorted random subset of 1..K + abacus_max_offset, Ruoss et al. 2023)
     abacus_indices: str = field(default="offset", metadata={"choices": ("offset", "random")})
+    # Input injection (McLeish et al. 2024): every block after the first also adds the embedding
+    # (token + positional) to its residual input, so index information reaches every layer intact
+    input_injection: bool = False
     d_vocab: int = 0
     d_vocab_out: int = 0
     n_ctx: int = 0

@@ -44,6 +44,11 @@ def check_expressible(model: Transformer) -> None:
             f"model.pos = {cfg.pos!r} has no exact TransformerLens equivalent here (only additive absolute "
             f"positions export: {', '.join(ADDITIVE_POS)}); the checkpoint cannot be loaded into TransformerLens"
         )
+    if cfg.input_injection:
+        raise GrokscopeError(
+            "model.input_injection has no TransformerLens equivalent (its blocks do not re-add the "
+            "embedding); the checkpoint cannot be loaded into TransformerLens"
+        )
 
 
 def tl_config_dict(model: Transformer) -> dict:

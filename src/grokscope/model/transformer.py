@@ -166,7 +166,10 @@ def _gather_rows(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 class Transformer(HookedRootModule):
-    """Parameters `embed.W_E`, `pos_embed.W_pos`, `blocks.{i}.attn.W_Q`, ..., `unembed.W_U`."""
+    """Parameters `embed.W_E`, `pos_embed.W_pos`, `blocks.{i}.attn.W_Q`, ..., `unembed.W_U`.
+
+    With `input_injection`, `blocks.{i}.hook_resid_pre` (i > 0) is the previous block's
+    resid_post plus the embedding (hook_embed + hook_pos_embed)."""
 
     def __init__(self, cfg: ModelConfig, seed: int = 0):
         super().__init__()
@@ -222,8 +225,11 @@ class Transformer(HookedRootModule):
                 resid = resid + self.hook_pos_embed(pos)
             qkv = None
         attn_ids = pos_ids if self.pos_embed.attends_ids else None
+        injected = resid if self.cfg.input_injection else None
         for i, block in enumerate(self.blocks):
             q_pos = out_pos if i == n_blocks - 1 else all_pos
+            if injected is not None and i > 0:
+                resid = resid + injected
             resid = block(resid, q_pos, self.pos_embed, qkv=qkv if i == 0 else None, ids=attn_ids)
         if n_blocks == 0:
             resid = resid.index_select(1, out_pos)
