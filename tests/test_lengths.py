@@ -166,8 +166,8 @@ def test_parsers_reject_bad_input(tmp_path):
     for bad in ("5-1", "0-3", "a", "1-2-3", ""):
         with pytest.raises(GrokscopeError):
             parse_range(bad, "--test-digits")
-    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,7") == [4, 7]
-    for bad in ("0", "x", "1,1", "-1"):
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,7") == [4, 7] and parse_seeds("0,") == [0]
+    for bad in ("0", "x", "1,1", "-1", ","):
         with pytest.raises(GrokscopeError):
             parse_seeds(bad)
     with pytest.raises(GrokscopeError, match="needs task.kind = 'addition'"):

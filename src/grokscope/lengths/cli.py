@@ -35,7 +35,7 @@ def register(sub) -> None:
     )
     p.add_argument("config", metavar="PRESET|CONFIG_FILE", help="an addition config, e.g. addition_lengths")
     p.add_argument("--pe", default="learned,none,rope,alibi,abacus", help="model.pos values, comma-separated")
-    p.add_argument("--seeds", default="3", help="a count (3 -> 0,1,2) or a list (0,4,7)")
+    p.add_argument("--seeds", default="3", help="a count (3 -> 0,1,2), a list (0,4,7) or one seed (5,)")
     p.add_argument("--train-digits", default="1-5", help="operand lengths trained on (default 1-5)")
     p.add_argument("--test-digits", default="1-12", help="operand lengths of the test grid (default 1-12)")
     p.add_argument("--n-per-cell", type=int, default=100, help="problems per (len a, len b) cell")

@@ -61,13 +61,16 @@ def parse_range(text: str, what: str) -> tuple[int, int]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """`3` -> [0, 1, 2]; `0,4,7` -> those seeds."""
+    """`3` -> [0, 1, 2]; `0,4,7` -> those seeds; `5,` (a trailing comma) -> the single seed 5."""
     try:
-        seeds = [int(s) for s in text.split(",")] if "," in text else list(range(int(text)))
+        listed = [int(s) for s in text.split(",") if s.strip()] if "," in text else None
+        seeds = listed if listed is not None else list(range(int(text)))
     except ValueError:
-        raise GrokscopeError(f"bad --seeds {text!r}: a count (3) or a list (0,1,2)") from None
+        raise GrokscopeError(f"bad --seeds {text!r}: a count (3), a list (0,1,2) or one seed (5,)") from None
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise GrokscopeError(f"bad --seeds {text!r}: need at least one distinct seed >= 0")
+        raise GrokscopeError(
+            f"bad --seeds {text!r}: need at least one distinct seed >= 0 (a count, or one seed as `5,`)"
+        )
     return seeds
 
 
