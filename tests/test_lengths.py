@@ -7,7 +7,15 @@ import grokscope.train  # noqa: F401  (loading imports the trainer package first
 from grokscope.config import POS_CHOICES, ModelConfig, from_dict
 from grokscope.errors import GrokscopeError
 from grokscope.lengths.grid import eval_task, exact_per_example, grid_operands, length_grid
-from grokscope.lengths.study import StudySpec, parse_range, parse_seeds, run_study, sweep_spec
+from grokscope.lengths.study import (
+    StudySpec,
+    parse_range,
+    parse_seeds,
+    run_study,
+    study_config,
+    sweep_spec,
+    untrained_abacus_note,
+)
 from grokscope.loading import build, load_run
 from grokscope.model.positional import NoPositionalEncoding, position_ids
 from grokscope.tasks import Batch
@@ -206,3 +214,19 @@ def test_study_end_to_end_and_resume(tmp_path):
     assert (tmp_path / "runs" / "pos=abacus__seed=0" / "metrics.jsonl").stat().st_mtime_ns == before
     with pytest.raises(GrokscopeError, match="--pe"):
         run_study(StudySpec("addition_lengths", ["bogus"], [0]), tmp_path / "x")
+
+
+def test_study_warns_when_the_grid_reaches_untrained_abacus_indices():
+    """Training sums of 1-5 digit operands have <= 6 digits; offsets add <= max offset (7 in the
+    preset): indices 1..13, so 12-digit operands stay inside and 13-digit ones do not."""
+
+    def note(test_hi, pes=("learned", "abacus"), overrides=()):
+        spec = StudySpec("addition_lengths", list(pes), [0], (1, 5), (1, test_hi), list(overrides))
+        return untrained_abacus_note(spec, study_config(spec)[1])
+
+    assert study_config(StudySpec("addition_lengths", ["abacus"], [0]))[1].model.abacus_max_offset == 7
+    assert note(12) is None
+    assert "past 13 were never trained" in note(13) and "operands of 13 digits" in note(13)
+    assert note(13, pes=("learned", "abacus_rope")) is None  # no table of index rows
+    assert note(13, pes=("abacus+abacus_alibi",)) is not None
+    assert "past 8" in note(10, overrides=["model.abacus_max_offset=2"])

@@ -26,10 +26,14 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from grokscope.errors import GrokscopeError
+
+if TYPE_CHECKING:
+    from grokscope.config import RunConfig
 
 
 @dataclass
@@ -74,22 +78,12 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def sweep_spec(spec: StudySpec, out: Path):
-    """The sweep that trains every encoding x seed: the base config with training digits and a
-    context long enough for the longest test problem (learned positions past the trained length
-    exist but stay untrained -- the point of the comparison)."""
-    import tomli_w
-
-    from grokscope.config import POS_CHOICES, apply_overrides, from_dict
-    from grokscope.lengths.grid import eval_task
+def study_config(spec: StudySpec) -> tuple[str, RunConfig]:
+    """(base, config): the preset or file (as an absolute path) and its config with the study's
+    overrides and training digits applied."""
+    from grokscope.config import apply_overrides, from_dict
     from grokscope.presets import load_preset_or_file
-    from grokscope.sweep.spec import parse_spec
 
-    bad = [p for p in spec.pes if p not in POS_CHOICES]
-    if bad or not spec.pes or len(set(spec.pes)) != len(spec.pes):
-        raise GrokscopeError(
-            f"bad --pe {','.join(spec.pes)!r}: give distinct values from {', '.join(POS_CHOICES)}"
-        )
     base = spec.config
     if Path(base).is_file():
         base = str(Path(base).resolve())
@@ -98,8 +92,41 @@ def sweep_spec(spec: StudySpec, out: Path):
     kind = data.get("task", {}).get("kind") if isinstance(data.get("task"), dict) else None
     if kind != "addition":
         raise GrokscopeError(f"{spec.config}: `grokscope lengths` needs task.kind = 'addition', not {kind!r}")
-    data = apply_overrides(data, [f"task.min_digits={lo}", f"task.max_digits={hi}"])
-    config = from_dict(data)
+    return base, from_dict(apply_overrides(data, [f"task.min_digits={lo}", f"task.max_digits={hi}"]))
+
+
+def untrained_abacus_note(spec: StudySpec, config: RunConfig) -> str | None:
+    """A warning when the grid reaches digit indices no training step used: training sums have at
+    most max_digits + 1 digits and offsets (or random subsets) add at most abacus_max_offset."""
+    if not any("abacus" in p.split("+") for p in spec.pes):
+        return None
+    last = spec.train_digits[1] + 1 + config.model.abacus_max_offset
+    if spec.test_digits[1] + 1 <= last:
+        return None
+    return (
+        f"Abacus: digit indices past {last} were never trained (sums of {spec.train_digits[1]}-digit "
+        f"operands, plus model.abacus_max_offset = {config.model.abacus_max_offset}); operands of "
+        f"{last} digits or more read untrained rows. Raise model.abacus_max_offset to reach them."
+    )
+
+
+def sweep_spec(spec: StudySpec, out: Path):
+    """The sweep that trains every encoding x seed: the base config with training digits and a
+    context long enough for the longest test problem (learned positions past the trained length
+    exist but stay untrained -- the point of the comparison)."""
+    import tomli_w
+
+    from grokscope.config import POS_CHOICES
+    from grokscope.lengths.grid import eval_task
+    from grokscope.sweep.spec import parse_spec
+
+    bad = [p for p in spec.pes if p not in POS_CHOICES]
+    if bad or not spec.pes or len(set(spec.pes)) != len(spec.pes):
+        raise GrokscopeError(
+            f"bad --pe {','.join(spec.pes)!r}: give distinct values from {', '.join(POS_CHOICES)}"
+        )
+    base, config = study_config(spec)
+    lo, hi = spec.train_digits
     if spec.test_digits[1] < hi:
         raise GrokscopeError(f"--test-digits must reach at least the training length {hi}")
     if getattr(config.task, "index_hints", False) and spec.test_digits[1] > hi:
@@ -189,8 +216,8 @@ def summarize(grids: dict[tuple[str, int], np.ndarray], pes: list[str]) -> dict[
     return out
 
 
-def write_tables(out: Path, spec: StudySpec, grids, summary) -> str:
-    """Write lengths.csv, lengths_summary.csv and lengths.md; return the markdown table."""
+def write_tables(out: Path, spec: StudySpec, grids, summary, note: str | None = None) -> str:
+    """Write lengths.csv, lengths_summary.csv and lengths.md (the table, then `note`); return it."""
     from grokscope.train.run_folder import atomic_write_text
 
     L = spec.lengths
@@ -215,7 +242,7 @@ def write_tables(out: Path, spec: StudySpec, grids, summary) -> str:
                 )
     atomic_write_text(out / "lengths_summary.csv", buf.getvalue())
 
-    md = markdown_table(spec, grids, summary)
+    md = markdown_table(spec, grids, summary) + (f"\n{note}\n" if note else "")
     atomic_write_text(out / "lengths.md", md)
     return md
 
@@ -280,7 +307,7 @@ def run_study(spec: StudySpec, out: str | Path, workers: int | None = None, prog
         raise GrokscopeError(f"no run of the study finished; see {out / 'logs'} and {out / 'trials.csv'}")
     grids = evaluate_runs(runs, spec, workers)
     summary = summarize(grids, spec.pes)
-    md = write_tables(out, spec, grids, summary)
+    md = write_tables(out, spec, grids, summary, note=untrained_abacus_note(spec, study_config(spec)[1]))
     save_figures(out, spec, summary)
     if unfinished:
         md += f"\nNot finished (left out; re-run the same command to resume): {', '.join(unfinished)}\n"
