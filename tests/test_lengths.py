@@ -99,6 +99,24 @@ def test_each_encoding_trains_on_tiny_addition(pos, tmp_path):
     assert rows[-1]["test_loss"] < rows[0]["test_loss"] - 0.3, (rows[0]["test_loss"], rows[-1]["test_loss"])
 
 
+@pytest.mark.parametrize("indices", ["offset", "random"])
+def test_abacus_training_indices_replay_on_resume(indices, tmp_path):
+    """Offsets and random index subsets are drawn from (seed, step): a run trained to 20 steps and
+    resumed to 40 ends on the weights of one trained to 40 at once."""
+    data = _data("abacus+abacus_alibi", steps=40)
+    data["model"]["abacus_indices"] = indices
+    data["train"]["checkpoint"] = {"every": 20, "dense_every": 20, "dense_until": 0}
+    train(from_dict(data), tmp_path / "whole", progress=False)
+    data["train"]["steps"] = 20
+    train(from_dict(data), tmp_path / "part", progress=False)
+    grokscope.train.resume(tmp_path / "part", steps=40, progress=False)
+    whole, part = (
+        grokscope.train.RunFolder.open(tmp_path / d).load_checkpoint(40) for d in ("whole", "part")
+    )
+    assert whole.keys() == part.keys()
+    assert all(torch.equal(whole[k], part[k]) for k in whole)
+
+
 class _Oracle(torch.nn.Module):
     """Adds correctly, except that it writes a wrong digit whenever the answer digits written so far
     sum to 3 mod 4: a rule of the prefix alone, as a causal model's would be."""
