@@ -238,13 +238,27 @@ def test_study_warns_when_the_grid_reaches_untrained_abacus_indices():
     """Training sums of 1-5 digit operands have <= 6 digits; offsets add <= max offset (7 in the
     preset): indices 1..13, so 12-digit operands stay inside and 13-digit ones do not."""
 
-    def note(test_hi, pes=("learned", "abacus"), overrides=()):
-        spec = StudySpec("addition_lengths", list(pes), [0], (1, 5), (1, test_hi), list(overrides))
-        return untrained_abacus_note(spec, study_config(spec)[1])
+    offset = study_config(StudySpec("addition_lengths", ["abacus"], [0]))[1].model.abacus_max_offset
+    assert offset == 7
+    assert untrained_abacus_note(["learned", "abacus"], 5, 12, offset) is None
+    note = untrained_abacus_note(["learned", "abacus"], 5, 13, offset)
+    assert "past 13 were never trained" in note and "operands of 13 digits" in note
+    assert untrained_abacus_note(["learned", "abacus_rope"], 5, 13, offset) is None  # no index rows
+    assert untrained_abacus_note(["abacus+abacus_alibi"], 5, 13, offset) is not None
+    assert "past 8" in untrained_abacus_note(["abacus"], 5, 10, 2)
 
-    assert study_config(StudySpec("addition_lengths", ["abacus"], [0]))[1].model.abacus_max_offset == 7
-    assert note(12) is None
-    assert "past 13 were never trained" in note(13) and "operands of 13 digits" in note(13)
-    assert note(13, pes=("learned", "abacus_rope")) is None  # no table of index rows
-    assert note(13, pes=("abacus+abacus_alibi",)) is not None
-    assert "past 8" in note(10, overrides=["model.abacus_max_offset=2"])
+
+def test_eval_digits_reads_a_run_past_its_training_lengths(tmp_path, capsys):
+    from grokscope.cli import main
+
+    data = _data("abacus", steps=5)
+    train(from_dict(data), tmp_path / "r", progress=False)
+    assert main(["eval", str(tmp_path / "r"), "--digits", "1-9", "--n-per-cell", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "| run (len a = len b) | 1 | 2 |" in out
+    # trained on 1-2 digits with max offset 5: indices 1..8, so 8-digit operands leave them
+    assert "digit indices past 8 were never trained" in out
+    rows = (tmp_path / "r" / "analysis" / "exact_by_length_1-9.csv").read_text().splitlines()
+    assert rows[0] == "len_a,len_b,n,exact" and len(rows) == 1 + 81
+    assert main(["eval", str(tmp_path / "r"), "--digits", "5-1"]) != 0
+    assert "bad --digits" in capsys.readouterr().err

@@ -20,6 +20,15 @@ def register(sub) -> None:
     p.add_argument(
         "--out", help="folder for the across-runs table and plot (default: the runs' common parent)"
     )
+    p.add_argument(
+        "--digits",
+        metavar="LO-HI",
+        help="instead: greedy exact match on a (len a, len b) grid of these operand lengths, past the "
+        "training range too -> DIR/analysis/exact_by_length_LO-HI.csv",
+    )
+    p.add_argument(
+        "--n-per-cell", type=int, default=100, help="problems per cell with --digits (default 100)"
+    )
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser(
@@ -36,6 +45,8 @@ def register(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.digits:
+        return cmd_eval_digits(args)
     import grokscope.train  # noqa: F401  (loading <-> train import order)
     from grokscope.evaluation.by_length import evaluate_run, rows_to_csv
     from grokscope.evaluation.figures import accuracy_heatmap, loss_by_position, position_labels
@@ -81,6 +92,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(
             f"{len(tables)} runs -> {out / 'accuracy_by_length_runs.csv'}, {out / 'accuracy_by_length_runs.png'}"
         )
+    return 0
+
+
+def cmd_eval_digits(args: argparse.Namespace) -> int:
+    """Each run's exact match on a grid of operand lengths; prints the diagonal len a = len b."""
+    import grokscope.train  # noqa: F401  (loading <-> train import order)
+    from grokscope.lengths.grid import length_grid
+    from grokscope.lengths.study import parse_range, untrained_abacus_note
+    from grokscope.loading import load_run
+    from grokscope.train.run_folder import atomic_write_text
+
+    lo, hi = parse_range(args.digits, "--digits")
+    lengths = list(range(lo, hi + 1))
+    print("| run (len a = len b) | " + " | ".join(str(n) for n in lengths) + " |")
+    print("|---|" + "---|" * len(lengths))
+    notes = {}
+    for d in args.dirs:
+        run, config, _, model = load_run(d, args.step)
+        grid = length_grid(model, config.task, lengths, n=args.n_per_cell, seed=12345)
+        rows = ["len_a,len_b,n,exact"] + [
+            f"{a},{b},{args.n_per_cell},{grid[i, j]:.4f}"
+            for i, a in enumerate(lengths)
+            for j, b in enumerate(lengths)
+        ]
+        atomic_write_text(run.subdir("analysis") / f"exact_by_length_{lo}-{hi}.csv", "\n".join(rows) + "\n")
+        print(f"| {run.path} | " + " | ".join(f"{grid[i, i]:.2f}" for i in range(len(lengths))) + " |")
+        m = config.model
+        note = untrained_abacus_note([m.pos], config.task.max_digits, hi, m.abacus_max_offset)
+        if note:
+            notes.setdefault(note, []).append(str(run.path))
+    for note, paths in notes.items():
+        print(f"\n{', '.join(paths)}: {note}")
+    print(f"\ngrids: DIR/analysis/exact_by_length_{lo}-{hi}.csv")
     return 0
 
 

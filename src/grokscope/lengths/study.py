@@ -95,18 +95,19 @@ def study_config(spec: StudySpec) -> tuple[str, RunConfig]:
     return base, from_dict(apply_overrides(data, [f"task.min_digits={lo}", f"task.max_digits={hi}"]))
 
 
-def untrained_abacus_note(spec: StudySpec, config: RunConfig) -> str | None:
-    """A warning when the grid reaches digit indices no training step used: training sums have at
-    most max_digits + 1 digits and offsets (or random subsets) add at most abacus_max_offset."""
-    if not any("abacus" in p.split("+") for p in spec.pes):
+def untrained_abacus_note(pes: list[str], train_digits: int, test_digits: int, max_offset: int) -> str | None:
+    """A warning when problems of up to `test_digits` digits reach digit indices no training step
+    used: sums of `train_digits`-digit operands have at most train_digits + 1 digits, and offsets
+    (or random subsets) add at most `max_offset` (model.abacus_max_offset)."""
+    if not any("abacus" in p.split("+") for p in pes):
         return None
-    last = spec.train_digits[1] + 1 + config.model.abacus_max_offset
-    if spec.test_digits[1] + 1 <= last:
+    last = train_digits + 1 + max_offset
+    if test_digits + 1 <= last:
         return None
     return (
-        f"Abacus: digit indices past {last} were never trained (sums of {spec.train_digits[1]}-digit "
-        f"operands, plus model.abacus_max_offset = {config.model.abacus_max_offset}); operands of "
-        f"{last} digits or more read untrained rows. Raise model.abacus_max_offset to reach them."
+        f"Abacus: digit indices past {last} were never trained (sums of {train_digits}-digit operands, "
+        f"plus model.abacus_max_offset = {max_offset}); operands of {last} digits or more read "
+        "untrained rows. Raise model.abacus_max_offset to reach them."
     )
 
 
@@ -307,7 +308,9 @@ def run_study(spec: StudySpec, out: str | Path, workers: int | None = None, prog
         raise GrokscopeError(f"no run of the study finished; see {out / 'logs'} and {out / 'trials.csv'}")
     grids = evaluate_runs(runs, spec, workers)
     summary = summarize(grids, spec.pes)
-    md = write_tables(out, spec, grids, summary, note=untrained_abacus_note(spec, study_config(spec)[1]))
+    offset = study_config(spec)[1].model.abacus_max_offset
+    note = untrained_abacus_note(spec.pes, spec.train_digits[1], spec.test_digits[1], offset)
+    md = write_tables(out, spec, grids, summary, note=note)
     save_figures(out, spec, summary)
     if unfinished:
         md += f"\nNot finished (left out; re-run the same command to resume): {', '.join(unfinished)}\n"
