@@ -99,7 +99,7 @@ def cmd_eval_digits(args: argparse.Namespace) -> int:
     """Each run's exact match on a grid of operand lengths; prints the diagonal len a = len b."""
     import grokscope.train  # noqa: F401  (loading <-> train import order)
     from grokscope.lengths.grid import length_grid
-    from grokscope.lengths.study import parse_range, untrained_abacus_note
+    from grokscope.lengths.study import GRID_SEED, parse_range, untrained_abacus_note
     from grokscope.loading import load_run
     from grokscope.train.run_folder import atomic_write_text
 
@@ -110,7 +110,7 @@ def cmd_eval_digits(args: argparse.Namespace) -> int:
     notes = {}
     for d in args.dirs:
         run, config, _, model = load_run(d, args.step)
-        grid = length_grid(model, config.task, lengths, n=args.n_per_cell, seed=12345)
+        grid = length_grid(model, config.task, lengths, n=args.n_per_cell, seed=GRID_SEED)
         rows = ["len_a,len_b,n,exact"] + [
             f"{a},{b},{args.n_per_cell},{grid[i, j]:.4f}"
             for i, a in enumerate(lengths)

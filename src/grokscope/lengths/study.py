@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from grokscope.config import RunConfig
 
 
+# The problems every length grid reads (studies and `grokscope eval --digits`), so their cells compare.
+GRID_SEED = 12345
+
+
 @dataclass
 class StudySpec:
     config: str  # preset name or TOML file
@@ -45,7 +49,7 @@ class StudySpec:
     test_digits: tuple[int, int] = (1, 12)
     overrides: list[str] = field(default_factory=list)
     n_per_cell: int = 100
-    eval_seed: int = 12345
+    eval_seed: int = GRID_SEED
 
     @property
     def lengths(self) -> list[int]:
