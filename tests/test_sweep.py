@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from grokscope.errors import GrokscopeError
+from grokscope.files import read_tensors
 from grokscope.sweep.folder import SweepFolder
 from grokscope.sweep.runner import run_sweep
 from grokscope.sweep.spec import load_spec, trial_name
 from grokscope.sweep.summarize import run_figures, write_summary
 from grokscope.train import RunFolder, train
-from grokscope.train.run_folder import read_tensors
 
 # Few steps, few evaluations: the trials of these tests spend their time starting Python.
 FAST = '["train.eval.dense_until=0", "train.eval.every=20"]'

@@ -237,7 +237,7 @@ def build_report(path: str | Path, sections: list[Section] | None = None) -> str
 
 def write_report(path: str | Path) -> Path:
     """Write `DIR/report.html` and return its path."""
-    from grokscope.train.run_folder import atomic_write_text
+    from grokscope.files import atomic_write_text
 
     text = build_report(path)
     target = Path(path) / "report.html"

@@ -12,7 +12,7 @@ from grokscope.errors import GrokscopeError
 
 
 def write_table(path: Path, columns: list[str], rows: list[list[float]]) -> None:
-    from grokscope.train.run_folder import atomic_write_text
+    from grokscope.files import atomic_write_text
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

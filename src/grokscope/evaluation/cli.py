@@ -50,8 +50,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import grokscope.train  # noqa: F401  (loading <-> train import order)
     from grokscope.evaluation.by_length import evaluate_run, rows_to_csv
     from grokscope.evaluation.figures import accuracy_heatmap, loss_by_position, position_labels
+    from grokscope.files import atomic_write_text
     from grokscope.loading import load_run
-    from grokscope.train.run_folder import atomic_write_text
 
     tables: dict[str, list[dict]] = {}
     for d in args.dirs:
@@ -98,10 +98,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_eval_digits(args: argparse.Namespace) -> int:
     """Each run's exact match on a grid of operand lengths; prints the diagonal len a = len b."""
     import grokscope.train  # noqa: F401  (loading <-> train import order)
+    from grokscope.files import atomic_write_text
     from grokscope.lengths.grid import length_grid
     from grokscope.lengths.study import GRID_SEED, parse_range, untrained_abacus_note
     from grokscope.loading import load_run
-    from grokscope.train.run_folder import atomic_write_text
 
     lo, hi = parse_range(args.digits, "--digits")
     lengths = list(range(lo, hi + 1))
@@ -133,7 +133,7 @@ def _save(fig, path: Path) -> None:
 
     import matplotlib.pyplot as plt
 
-    from grokscope.train.run_folder import atomic_write_bytes
+    from grokscope.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -143,9 +143,9 @@ def _save(fig, path: Path) -> None:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from grokscope.config import apply_overrides, from_dict
+    from grokscope.files import atomic_write_text
     from grokscope.presets import load_preset_or_file
     from grokscope.tasks import build_task
-    from grokscope.train.run_folder import atomic_write_text
 
     if args.n < 1:
         raise GrokscopeError("--n must be >= 1")

@@ -7,7 +7,7 @@ import io
 import re
 from pathlib import Path
 
-from grokscope.train.run_folder import atomic_write_bytes, atomic_write_text
+from grokscope.files import atomic_write_bytes, atomic_write_text
 
 
 def safe_name(text: str) -> str:

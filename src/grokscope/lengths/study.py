@@ -161,9 +161,9 @@ def _grid_of_run(run_dir: str, lengths: list[int], n: int, seed: int) -> list[li
 
     torch.set_num_threads(1)
     import grokscope.train  # noqa: F401  (loading imports the trainer package first)
+    from grokscope.files import atomic_write_text
     from grokscope.lengths.grid import length_grid
     from grokscope.loading import load_run
-    from grokscope.train.run_folder import atomic_write_text
 
     run, config, task, model = load_run(run_dir)
     key = {"lengths": lengths, "n": n, "seed": seed, "step": run.checkpoint_steps()[-1]}
@@ -223,7 +223,7 @@ def summarize(grids: dict[tuple[str, int], np.ndarray], pes: list[str]) -> dict[
 
 def write_tables(out: Path, spec: StudySpec, grids, summary, note: str | None = None) -> str:
     """Write lengths.csv, lengths_summary.csv and lengths.md (the table, then `note`); return it."""
-    from grokscope.train.run_folder import atomic_write_text
+    from grokscope.files import atomic_write_text
 
     L = spec.lengths
     buf = io.StringIO()

@@ -14,10 +14,8 @@ leaves either the old or the new file, never half of one.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
-import os
 import platform
 import re
 import shutil
@@ -30,38 +28,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save as save_numpy
-from safetensors.torch import load as load_torch_bytes
 from safetensors.torch import save as save_torch
 
 import grokscope
 from grokscope.config import RunConfig, dumps_toml, from_dict, read_toml
 from grokscope.errors import GrokscopeError
+from grokscope.files import atomic_write_bytes, atomic_write_text, read_tensors
 
 _CKPT = re.compile(r"step_(\d+)\.safetensors$")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file and rename; a full disk loses nothing."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise GrokscopeError(
-                f"disk full while writing {path}; everything written before is intact. "
-                "Free some space and resume."
-            ) from None
-        raise GrokscopeError(f"cannot write {path}: {e.strerror}") from None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def library_versions() -> dict[str, str]:
@@ -231,16 +205,6 @@ class RunFolder:
         """Keep only rows for steps before `before_step` (a resume recomputes the rest identically)."""
         rows = [r for r in self.read_metrics() if r["step"] < before_step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file (never unpickles); any damage becomes a clear error."""
-    try:
-        return load_torch_bytes(path.read_bytes())
-    except FileNotFoundError:
-        raise GrokscopeError(f"missing file: {path}") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise GrokscopeError(f"{path} is corrupt or not a safetensors file ({e})") from None
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

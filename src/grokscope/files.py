@@ -1,0 +1,52 @@
+"""Atomic writes and safe reads: the only way grokscope puts bytes on disk or reads weights back.
+
+A write goes to a temporary name and is renamed into place, so a crash or a full disk leaves the old
+file or the new one, never half of one. Weights are read with safetensors only (never unpickled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_torch_bytes
+
+from grokscope.errors import GrokscopeError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file and rename; a full disk loses nothing."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise GrokscopeError(
+                f"disk full while writing {path}; everything written before is intact. "
+                "Free some space and resume."
+            ) from None
+        raise GrokscopeError(f"cannot write {path}: {e.strerror}") from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file (never unpickles); any damage becomes a clear error."""
+    try:
+        return load_torch_bytes(path.read_bytes())
+    except FileNotFoundError:
+        raise GrokscopeError(f"missing file: {path}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise GrokscopeError(f"{path} is corrupt or not a safetensors file ({e})") from None
