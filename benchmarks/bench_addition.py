@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 
-import grokscope.train  # noqa: F401  (import order: loading <-> train)
 from grokscope.config import apply_overrides, from_dict
-from grokscope.loading import build
 from grokscope.presets import load_preset_or_file
+from grokscope.run import build
 from grokscope.tasks.addition import AdditionConfig, AdditionTask
 from grokscope.train.evaluate import loss_and_stats
 
@@ -119,9 +118,9 @@ def main() -> None:
         f"({rate / bs:.1f} steps/s); batch generation = {100 * gen_share:.1f}% of step time"
     )
     if args.run:
-        from grokscope.train.run_folder import RunFolder
+        from grokscope.run import Run
 
-        run = RunFolder.open(args.run)
+        run = Run.open(args.run)
         state = run.load_state()
         report_99(run.read_metrics(), state[1].get("finished_reason", "?") if state else "?", None)
     if args.train:

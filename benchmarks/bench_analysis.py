@@ -31,10 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import grokscope.train  # noqa: F401  (import before grokscope.loading)
 from grokscope.analysis.fourier import fourier_basis
-from grokscope.loading import build, load_weights
-from grokscope.train import RunFolder
+from grokscope.run import Run, build, load_weights
 
 PAPER_KEY_FREQS = [14, 35, 41, 42, 52]  # the mainline run's key frequencies in Nanda et al. (2023)
 
@@ -172,8 +170,8 @@ def subset_run(run_dir: Path, n: int, where: Path) -> Path:
     for name in ("config.toml", "split.safetensors", "metrics.jsonl"):
         if (run_dir / name).exists():
             shutil.copy(run_dir / name, target / name)
-    for step in RunFolder(run_dir).checkpoint_steps()[:n]:
-        src = RunFolder(run_dir).checkpoint_path(step)
+    for step in Run(run_dir).checkpoint_steps()[:n]:
+        src = Run(run_dir).checkpoint_path(step)
         os.symlink(src.resolve(), target / "checkpoints" / src.name)
     return target
 
@@ -188,8 +186,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from grokscope.analysis import analyze_run
 
-    run = RunFolder.open(args.run_dir)
-    config = run.config()
+    run = Run.open(args.run_dir)
+    config = run.config
     task, model = build(config)
     model.eval()
     steps = run.checkpoint_steps()

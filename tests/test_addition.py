@@ -9,7 +9,6 @@ import json
 import pytest
 import torch
 
-import grokscope.train  # noqa: F401  (import order: loading <-> train)
 from grokscope.cli import main
 from grokscope.config import apply_overrides, from_dict
 from grokscope.errors import GrokscopeError
@@ -201,7 +200,7 @@ def test_batches_are_pure_and_split_is_disjoint():
     train = {tuple(r) for r in task.train_batch(0, 0, 0).tokens.tolist()}
     test = {tuple(r) for r in task.eval_sets()["test"].tokens.tolist()}
     assert len(train) == 3000 and len(test) == 500 and not train & test
-    task.check_split(task.split_arrays())
+    assert task.use_split(task.split_arrays()) is False  # its own split: nothing changes
     # every (len a, len b) cell lends the same share to the test set, small cells included
     bal = AdditionTask(
         AdditionConfig(
@@ -242,8 +241,8 @@ def test_overlapping_saved_split_is_rejected():
     task = AdditionTask(AdditionConfig(max_digits=2, n_train=100, n_test=50, n_stress=0), 0)
     arrays = task.split_arrays()
     arrays["train_a"][:50], arrays["train_b"][:50] = arrays["test_a"], arrays["test_b"]
-    with pytest.raises(GrokscopeError):
-        task.check_split(arrays)
+    with pytest.raises(GrokscopeError, match="share examples"):
+        task.use_split(arrays)
 
 
 def test_induction_and_skip_trigram_tasks():

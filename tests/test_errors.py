@@ -7,11 +7,11 @@ import sys
 import pytest
 import tomli_w
 
+from grokscope import files as files_module
 from grokscope.cli import main
 from grokscope.errors import GrokscopeError
-from grokscope.loading import load_run
-from grokscope.train import RunFolder, resume, train
-from grokscope.train import run_folder as run_folder_module
+from grokscope.run import Run
+from grokscope.train import resume, train
 from tests.conftest import make_config
 
 
@@ -57,7 +57,7 @@ def test_existing_output_folder_is_refused_and_kept(small_run, capsys):
     assert code == 2 and "already exists" in err and "--overwrite" in err
     assert (small_run / "metrics.jsonl").read_text() == before
     code, _ = _cli(capsys, "train", "tiny", "--out", str(small_run), "--steps", "5", "--overwrite", "--quiet")
-    assert code == 0 and RunFolder.open(small_run).checkpoint_steps()[-1] == 5
+    assert code == 0 and Run.open(small_run).checkpoint_steps()[-1] == 5
 
 
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
@@ -69,25 +69,25 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(GrokscopeError, match="not a grokscope run folder"):
-        RunFolder.open(tmp_path)
+        Run.open(tmp_path)
 
 
 def test_run_folder_from_another_version(small_run):
-    raw = RunFolder(small_run).raw_config()
+    raw = Run(small_run).raw_config()
     raw["meta"]["format_version"] = 99
     (small_run / "config.toml").write_text(tomli_w.dumps(raw))
     with pytest.raises(GrokscopeError, match="format 99"):
-        RunFolder.open(small_run)
+        Run.open(small_run)
 
 
 def test_missing_and_corrupt_checkpoints(small_run):
-    run = RunFolder.open(small_run)
+    run = Run.open(small_run)
     with pytest.raises(GrokscopeError, match="no checkpoint at step 7"):
         run.load_checkpoint(7)
     path = run.checkpoint_path(10)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(GrokscopeError, match="corrupt"):
-        load_run(small_run, step=10)
+        Run.open(small_run).model(10)
     path.write_bytes(b"\x80\x04pickle-looking junk" * 10)
     with pytest.raises(GrokscopeError, match="corrupt"):
         run.load_checkpoint(10)
@@ -96,10 +96,10 @@ def test_missing_and_corrupt_checkpoints(small_run):
 def test_checkpoint_of_another_model(small_run, tmp_path):
     other = tmp_path / "other"
     train(make_config("tiny", "train.steps=1", "model.d_model=32"), other, progress=False)
-    src = RunFolder(other).checkpoint_path(1)
-    RunFolder(small_run).checkpoint_path(10).write_bytes(src.read_bytes())
+    src = Run(other).checkpoint_path(1)
+    Run(small_run).checkpoint_path(10).write_bytes(src.read_bytes())
     with pytest.raises(GrokscopeError, match="has shape"):
-        load_run(small_run, step=10)
+        Run.open(small_run).model(10)
 
 
 def test_corrupt_state_file(small_run):
@@ -110,13 +110,13 @@ def test_corrupt_state_file(small_run):
 
 
 def test_full_disk_loses_nothing(small_run, monkeypatch):
-    run = RunFolder.open(small_run)
+    run = Run.open(small_run)
     before = run.checkpoint_path(10).read_bytes()
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run_folder_module.os, "fsync", full)
+    monkeypatch.setattr(files_module.os, "fsync", full)
     with pytest.raises(GrokscopeError, match="disk full"):
         run.save_checkpoint(10, {"x": __import__("torch").zeros(3)})
     assert run.checkpoint_path(10).read_bytes() == before

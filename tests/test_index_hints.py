@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-import grokscope.train  # noqa: F401  (import order: loading <-> train)
 from grokscope.config import ModelConfig, apply_overrides, from_dict
 from grokscope.errors import GrokscopeError
 from grokscope.evaluation.generate import _ids_for, greedy_generate
@@ -260,7 +259,7 @@ def test_bad_settings_give_one_clear_error(tmp_path):
         from_dict({"task": {"kind": "addition", "max_digits": 2, "n_test": 10, "index_hints": 1}})
     from grokscope.lengths.grid import length_grid
     from grokscope.lengths.study import StudySpec, sweep_spec
-    from grokscope.loading import build
+    from grokscope.run import build
 
     config = from_dict(
         apply_overrides(
@@ -290,7 +289,7 @@ def test_bad_settings_give_one_clear_error(tmp_path):
 def test_training_smoke_with_hints(tmp_path, fmt, rev, pos):
     from grokscope.evaluation.by_length import example_scores
     from grokscope.evaluation.figures import position_labels
-    from grokscope.loading import load_run
+    from grokscope.run import Run
     from grokscope.train import train
 
     cfg = from_dict(
@@ -327,7 +326,9 @@ def test_training_smoke_with_hints(tmp_path, fmt, rev, pos):
     assert rows[-1]["step"] == 40
     assert rows[-1]["train_loss"] < 0.7 * rows[0]["train_loss"]
     assert rows[-1]["test_loss"] < 0.7 * rows[0]["test_loss"]
-    _, _, task, model = load_run(tmp_path / "run")
+    run = Run.open(tmp_path / "run")
+    task = run.task
+    model = run.model()
     assert task.index_hints and model.cfg.d_vocab == task.d_vocab == 17
     K = len(task.loss_positions)
     assert len(rows[-1]["test_loss_by_pos"]) == K

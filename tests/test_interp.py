@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-import grokscope.train  # noqa: F401  (import before grokscope.loading: the two import each other)
 from grokscope.cli import main
 from grokscope.interp import pca as P
 from grokscope.interp.activations import collect, example_sets, parse_positions, parse_steps
@@ -17,7 +16,7 @@ from grokscope.interp.labels import aligned_positions, control_labels, resolve_l
 from grokscope.interp.lens import decode, logit_lens, model_logits, tuned_lens
 from grokscope.interp.probes import cosine, fit_probes, random_cosine_baseline
 from grokscope.interp.probing import probe_geometry, probe_model, summary_rows
-from grokscope.loading import build
+from grokscope.run import build
 from tests.conftest import make_config
 
 HAS_TL = importlib.util.find_spec("transformer_lens") is not None

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-import grokscope.train  # noqa: F401  (loading imports the trainer package first)
+import grokscope.run
+import grokscope.train
 from grokscope.config import POS_CHOICES, ModelConfig, from_dict
 from grokscope.errors import GrokscopeError
 from grokscope.lengths.grid import eval_task, exact_per_example, grid_operands, length_grid
@@ -16,8 +17,8 @@ from grokscope.lengths.study import (
     sweep_spec,
     untrained_abacus_note,
 )
-from grokscope.loading import build, load_run
 from grokscope.model.positional import NoPositionalEncoding, position_ids
+from grokscope.run import Run, build
 from grokscope.tasks import Batch
 from grokscope.tasks.addition import EOS, PAD, AdditionConfig, AdditionTask, Operands
 from grokscope.tasks.carries import int_to_digits, number_lengths
@@ -94,7 +95,7 @@ def test_abacus_indices_of_123_plus_4567(reverse, text, index):
 @pytest.mark.parametrize("pos", POS_CHOICES)
 def test_each_encoding_trains_on_tiny_addition(pos, tmp_path):
     result = train(from_dict(_data(pos, steps=30)), tmp_path / pos, progress=False)
-    rows = grokscope.train.RunFolder.open(tmp_path / pos).read_metrics()
+    rows = grokscope.run.Run.open(tmp_path / pos).read_metrics()
     assert result.step == 30
     assert rows[-1]["test_loss"] < rows[0]["test_loss"] - 0.3, (rows[0]["test_loss"], rows[-1]["test_loss"])
 
@@ -110,9 +111,7 @@ def test_abacus_training_indices_replay_on_resume(indices, tmp_path):
     data["train"]["steps"] = 20
     train(from_dict(data), tmp_path / "part", progress=False)
     grokscope.train.resume(tmp_path / "part", steps=40, progress=False)
-    whole, part = (
-        grokscope.train.RunFolder.open(tmp_path / d).load_checkpoint(40) for d in ("whole", "part")
-    )
+    whole, part = (grokscope.run.Run.open(tmp_path / d).load_checkpoint(40) for d in ("whole", "part"))
     assert whole.keys() == part.keys()
     assert all(torch.equal(whole[k], part[k]) for k in whole)
 
@@ -226,7 +225,7 @@ def test_study_end_to_end_and_resume(tmp_path):
     rows = (tmp_path / "lengths.csv").read_text().splitlines()
     assert rows[0] == "pos,seed,len_a,len_b,n,exact" and len(rows) == 1 + 2 * 9
     # learned runs get positions for the longest test problem: 3 * 3 + 4 tokens
-    assert load_run(tmp_path / "runs" / "pos=learned__seed=0")[1].model.n_ctx == 13
+    assert Run.open(tmp_path / "runs" / "pos=learned__seed=0").config.model.n_ctx == 13
     before = (tmp_path / "runs" / "pos=abacus__seed=0" / "metrics.jsonl").stat().st_mtime_ns
     assert run_study(spec, tmp_path, workers=1, progress=False) == md  # resumed: nothing retrained
     assert (tmp_path / "runs" / "pos=abacus__seed=0" / "metrics.jsonl").stat().st_mtime_ns == before

@@ -42,9 +42,16 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert sorted(both.tolist()) == list(range(23 * 23))
     other = ModularTask(cfg, seed=1)
     assert not torch.equal(a.train_idx, other.train_idx)
-    a.check_split(b.split_arrays())
-    with pytest.raises(GrokscopeError, match="differs"):
-        a.check_split(other.split_arrays())
+    assert a.use_split(b.split_arrays()) is False  # the same split: nothing changes
+    assert a.use_split(other.split_arrays()) is True  # another one: taken as saved
+    assert torch.equal(a.train_idx, other.train_idx) and torch.equal(a.test_idx, other.test_idx)
+    assert torch.equal(a.eval_sets()["train"].tokens, other.eval_sets()["train"].tokens)
+    bad = other.split_arrays()
+    bad["test"] = bad["train"][:5]
+    with pytest.raises(GrokscopeError, match="appears twice"):
+        a.use_split(bad)
+    with pytest.raises(GrokscopeError, match="past the largest"):
+        a.use_split({"train": np.array([0, 23 * 23]), "test": np.array([1])})
 
 
 def test_train_batch_is_a_pure_function_of_step():

@@ -7,7 +7,8 @@ import pytest
 
 from grokscope.config import TrainConfig
 from grokscope.errors import GrokscopeError
-from grokscope.train import RunFolder, resume, train
+from grokscope.run import Run
+from grokscope.train import resume, train
 from grokscope.train.optim import lr_at
 from tests.conftest import make_config
 from tests.test_resume import OVERRIDES, STEPS, _assert_same, _final_weights, _start, _wait_for_step
@@ -50,7 +51,7 @@ def test_a_cosine_run_stopped_and_resumed_matches_an_uninterrupted_one(tmp_path)
     _wait_for_step(out, 100)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
-    assert 100 <= RunFolder(out).load_state()[1]["step"] < STEPS
+    assert 100 <= Run(out).load_state()[1]["step"] < STEPS
     resume(out, progress=False)
     _assert_same(_final_weights(out), _final_weights(reference))
-    assert RunFolder(out).read_metrics()[-1]["lr"] == pytest.approx(1e-4)
+    assert Run(out).read_metrics()[-1]["lr"] == pytest.approx(1e-4)

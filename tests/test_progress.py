@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import grokscope.train  # noqa: F401  (import before grokscope.loading)
 from grokscope.analysis import analyze_run, detect_phases, load_analysis
 from grokscope.analysis import progress as pm
 from grokscope.analysis.grid_forward import grid_fast_path_ok
 from grokscope.analysis.modular_view import modular_outputs
 from grokscope.errors import GrokscopeError
-from grokscope.loading import build, load_run
-from grokscope.train import RunFolder
+from grokscope.run import Run, build
 from tests import analysis_fixtures
 from tests.conftest import make_config
 
@@ -217,7 +215,9 @@ def test_tiny_run_shows_the_papers_progress_facts(analysed_tiny):
 
 def test_table_matches_model_in_memory(analysed_tiny):
     path, res = analysed_tiny
-    _, _, task, model = load_run(path)
+    run = Run.open(path)
+    task = run.task
+    model = run.model()
     m = pm.measure_model(model, task, key_freqs=res.key.key_freqs)
     for col in (
         "train_loss",
@@ -229,7 +229,7 @@ def test_table_matches_model_in_memory(analysed_tiny):
     ):
         assert m[col] == pytest.approx(res.progress[col][-1], rel=1e-9), col
     # the trainer's own float64 evaluation agrees with ours
-    last = RunFolder(path).read_metrics()[-1]
+    last = Run(path).read_metrics()[-1]
     assert last["train_loss"] == pytest.approx(res.progress["train_loss"][-1], rel=1e-3)
     per = pm.excluded_loss_per_freq(model, task, res.key.key_freqs)
     for k, v in per.items():
@@ -267,7 +267,7 @@ def test_cache_computes_only_new_checkpoints(analysed_tiny, tmp_path):
 )
 def test_unsupported_runs_are_clear_errors(tmp_path, overrides, message):
     config = make_config("tiny", *overrides)
-    RunFolder.create(tmp_path / "run", config)
+    Run.create(tmp_path / "run", config)
     with pytest.raises(GrokscopeError, match=message):
         analyze_run(tmp_path / "run")
 
@@ -283,7 +283,7 @@ def test_non_modular_run_is_a_clear_error(tmp_path):
     if not other:
         pytest.skip("no non-modular preset available")
     config = make_config(other[0])
-    RunFolder.create(tmp_path / "run", dataclasses.replace(config))
+    Run.create(tmp_path / "run", dataclasses.replace(config))
     with pytest.raises(GrokscopeError, match="modular"):
         analyze_run(tmp_path / "run")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from grokscope.train import RunFolder, resume, train
+from grokscope.run import Run
+from grokscope.train import resume, train
 from tests.conftest import make_config
 
 STEPS = 400
@@ -19,7 +20,7 @@ OVERRIDES = ("train.threads=1", "train.checkpoint.every=100", "train.eval.every=
 
 
 def _final_weights(path: Path) -> dict[str, torch.Tensor]:
-    return RunFolder.open(path).load_checkpoint(STEPS)
+    return Run.open(path).load_checkpoint(STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def _start(out: Path, *extra: str) -> subprocess.Popen:
 def _wait_for_step(out: Path, step: int, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        rows = RunFolder(out).read_metrics() if (out / "metrics.jsonl").exists() else []
+        rows = Run(out).read_metrics() if (out / "metrics.jsonl").exists() else []
         if rows and rows[-1]["step"] >= step:
             return
         time.sleep(0.05)
@@ -73,11 +74,11 @@ def test_signal_saves_state_and_resume_is_bit_exact(tmp_path, reference, sig):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "state saved" in err and "grokscope resume" in err and "Traceback" not in err
-    stopped_at = RunFolder(out).load_state()[1]["step"]
+    stopped_at = Run(out).load_state()[1]["step"]
     assert 100 <= stopped_at < STEPS
     resume(out, progress=False)
     _assert_same(_final_weights(out), reference)
-    steps = [r["step"] for r in RunFolder(out).read_metrics()]
+    steps = [r["step"] for r in Run(out).read_metrics()]
     assert steps == sorted(set(steps)), "metrics rows are neither duplicated nor out of order"
 
 
@@ -94,7 +95,7 @@ def test_kill_9_mid_write_then_resume_is_bit_exact(tmp_path, reference):
         time.sleep(kill_after)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert RunFolder(out).load_state()[1]["step"] < STEPS
+    assert Run(out).load_state()[1]["step"] < STEPS
     resume(out, progress=False)  # a temp file left by the kill never breaks a resume
     _assert_same(_final_weights(out), reference)
 
@@ -105,7 +106,7 @@ def test_resume_extends_a_finished_run(tmp_path, reference):
     result = resume(out, steps=STEPS, progress=False)
     assert result.step == STEPS
     _assert_same(_final_weights(out), reference)
-    assert RunFolder(out).config().train.steps == STEPS
+    assert Run(out).config.train.steps == STEPS
 
 
 def test_resuming_a_finished_run_does_nothing(tmp_path):

@@ -18,11 +18,12 @@ import torch
 
 from grokscope.errors import GrokscopeError
 from grokscope.files import read_tensors
+from grokscope.run import Run
 from grokscope.sweep.folder import SweepFolder
 from grokscope.sweep.runner import run_sweep
 from grokscope.sweep.spec import load_spec, trial_name
 from grokscope.sweep.summarize import run_figures, write_summary
-from grokscope.train import RunFolder, train
+from grokscope.train import train
 
 # Few steps, few evaluations: the trials of these tests spend their time starting Python.
 FAST = '["train.eval.dense_until=0", "train.eval.every=20"]'
@@ -149,7 +150,7 @@ def _table(sweep_dir: Path) -> dict[str, dict[str, str]]:
 
 
 def _finished(run_dir: Path) -> bool:
-    state = RunFolder(run_dir).load_state() if (run_dir / "config.toml").is_file() else None
+    state = Run(run_dir).load_state() if (run_dir / "config.toml").is_file() else None
     return bool(state and state[1]["finished_reason"])
 
 
@@ -224,9 +225,7 @@ set = {FAST}
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # wait until the short trial finished and the long one saved a state
-            state = (
-                RunFolder(long_run).load_state() if (long_run / "state/state.safetensors").is_file() else None
-            )
+            state = Run(long_run).load_state() if (long_run / "state/state.safetensors").is_file() else None
             if _finished(out / "runs" / "steps=40") and state and state[1]["step"] >= 100:
                 break
             assert proc.poll() is None, "the sweep ended before it could be killed"
@@ -246,7 +245,7 @@ set = {FAST}
     assert all(r["status"] == "done" for r in result.rows.values())
     assert all(_finished(out / "runs" / t.name) for t in spec.trials)
     assert (out / "runs" / "steps=40" / "state" / "state.safetensors").stat().st_mtime_ns == stamp
-    steps = [r["step"] for r in RunFolder(long_run).read_metrics()]
+    steps = [r["step"] for r in Run(long_run).read_metrics()]
     assert steps == sorted(set(steps)) and steps[-1] == 1000  # no duplicated or missing evaluations
 
     # resuming retraced the uninterrupted run exactly
@@ -259,8 +258,8 @@ set = {FAST}
         train(from_dict(spec.trials[1].config), fresh, progress=False)
     finally:
         torch.set_num_threads(threads)
-    a = read_tensors(RunFolder(fresh).checkpoint_path(1000))
-    b = read_tensors(RunFolder(long_run).checkpoint_path(1000))
+    a = read_tensors(Run(fresh).checkpoint_path(1000))
+    b = read_tensors(Run(long_run).checkpoint_path(1000))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -404,8 +403,8 @@ def test_ray_cluster_on_loopback_gives_the_same_run_folders_as_local(tmp_path):
     run_sweep(spec, tmp_path / "local", workers=2, progress=False)
     for trial in spec.trials:
         a, b = (
-            RunFolder(tmp_path / "ray" / "runs" / trial.name),
-            RunFolder(tmp_path / "local" / "runs" / trial.name),
+            Run(tmp_path / "ray" / "runs" / trial.name),
+            Run(tmp_path / "local" / "runs" / trial.name),
         )
         assert a.checkpoint_steps() == b.checkpoint_steps() == [0, 50]
         for step in a.checkpoint_steps():
@@ -413,4 +412,4 @@ def test_ray_cluster_on_loopback_gives_the_same_run_folders_as_local(tmp_path):
             assert all(torch.equal(ta[k], tb[k]) for k in ta)
         drop = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
         assert drop(a.read_metrics()) == drop(b.read_metrics())
-        assert a.config().to_dict() == b.config().to_dict()
+        assert a.config.to_dict() == b.config.to_dict()

@@ -4,13 +4,13 @@ import json
 
 import torch
 
-from grokscope.loading import load_run
-from grokscope.train import RunFolder, train
+from grokscope.run import Run
+from grokscope.train import train
 from tests.conftest import make_config
 
 
 def test_tiny_groks_with_the_papers_shape(tiny_run):
-    rows = RunFolder.open(tiny_run).read_metrics()
+    rows = Run.open(tiny_run).read_metrics()
     first, last = rows[0], rows[-1]
     assert last["step"] == 2000
     assert last["test_acc"] == 1.0 and last["train_acc"] == 1.0
@@ -37,13 +37,16 @@ def test_tiny_groks_with_the_papers_shape(tiny_run):
 
 
 def test_run_folder_contents(tiny_run):
-    run = RunFolder.open(tiny_run)
+    run = Run.open(tiny_run)
     steps = run.checkpoint_steps()
     assert steps[0] == 0 and steps[-1] == 2000 and len(steps) == 41
     assert run.read_split()["train"].shape == (int(0.5 * 31 * 31),)
     meta = run.meta()
     assert meta["format_version"] == 1 and "torch" in meta["versions"]
-    _, config, task, model = load_run(tiny_run)
+    run = Run.open(tiny_run)
+    config = run.config
+    task = run.task
+    model = run.model()
     assert config.name == "tiny"
     logits = model(task.tokens, positions=task.loss_positions)[:, 0]
     assert (logits.argmax(-1) == task.labels).all()
@@ -51,7 +54,7 @@ def test_run_folder_contents(tiny_run):
 
 def test_metrics_loss_is_float64_precise(tiny_run):
     """Train loss far below float32's log_softmax floor (~1e-7) is still resolved."""
-    rows = RunFolder.open(tiny_run).read_metrics()
+    rows = Run.open(tiny_run).read_metrics()
     assert min(r["train_loss"] for r in rows) < 1e-6
     assert all(r["train_loss"] > 0 for r in rows)
 
@@ -61,7 +64,7 @@ def test_early_stop_and_final_checkpoint(tmp_path):
     result = train(cfg, tmp_path / "r", progress=False)
     assert result.reason == "stop_at_test_acc"
     assert result.last_metrics["test_acc"] >= 0.5
-    run = RunFolder.open(tmp_path / "r")
+    run = Run.open(tmp_path / "r")
     assert run.checkpoint_steps()[-1] == result.step < 3000
 
 
@@ -75,12 +78,12 @@ def test_grokfast_and_minibatch_and_bf16_train(tmp_path):
         "train.grad_clip=1.0",
     )
     result = train(cfg, tmp_path / "r", progress=False)
-    rows = RunFolder.open(tmp_path / "r").read_metrics()
+    rows = Run.open(tmp_path / "r").read_metrics()
     assert result.step == 200
     # bf16 + Grokfast at the tiny preset's high lr has transient spikes; over 200 steps it clearly trains
     assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"]
-    state = json.loads(json.dumps(RunFolder(tmp_path / "r").load_state()[1]))
+    state = json.loads(json.dumps(Run(tmp_path / "r").load_state()[1]))
     assert state["finished_reason"] == "steps"
-    tensors, _ = RunFolder(tmp_path / "r").load_state()
+    tensors, _ = Run(tmp_path / "r").load_state()
     assert any(k.startswith("grokfast.") for k in tensors)
     assert all(t.dtype == torch.float32 for k, t in tensors.items() if k.startswith("model."))

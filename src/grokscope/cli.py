@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,9 +111,20 @@ def _feature_verbs() -> list[Callable]:
     return [analysis_verbs, sweep_verbs, interp_verbs, eval_verbs, lengths_verbs]
 
 
+def _show_note(message, category, filename, lineno, file=None, line=None) -> None:
+    """Notes about a run folder (`run.RunNote`) print as one line; other warnings as Python would."""
+    from grokscope.run import RunNote
+
+    if issubclass(category, RunNote):
+        print(f"grokscope: note: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_note
     try:
         return args.handler(args) or 0
     except GrokscopeError as e:

@@ -17,7 +17,8 @@ from typing import Any
 
 import tomli_w
 
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, require
+from grokscope.registry import TASKS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,11 +67,11 @@ class ModelConfig:
 
     def validate(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "d_head"):
-            _require(getattr(self, name) >= 1, f"model.{name} must be >= 1")
-        _require(self.attn_only or self.d_mlp >= 1, "model.d_mlp must be >= 1 (or attn_only)")
+            require(getattr(self, name) >= 1, f"model.{name} must be >= 1")
+        require(self.attn_only or self.d_mlp >= 1, "model.d_mlp must be >= 1 (or attn_only)")
         for name in ("d_vocab", "d_vocab_out", "n_ctx"):
-            _require(getattr(self, name) >= 0, f"model.{name} must be >= 0 (0 = from the task)")
-        _require(self.abacus_max_offset >= 0, "model.abacus_max_offset must be >= 0")
+            require(getattr(self, name) >= 0, f"model.{name} must be >= 0 (0 = from the task)")
+        require(self.abacus_max_offset >= 0, "model.abacus_max_offset must be >= 0")
 
 
 @dataclass
@@ -82,9 +83,9 @@ class ScheduleConfig:
     dense_until: int = 1000
 
     def validate(self, where: str) -> None:
-        _require(self.every >= 1, f"{where}.every must be >= 1")
-        _require(self.dense_every >= 1, f"{where}.dense_every must be >= 1")
-        _require(self.dense_until >= 0, f"{where}.dense_until must be >= 0")
+        require(self.every >= 1, f"{where}.every must be >= 1")
+        require(self.dense_every >= 1, f"{where}.dense_every must be >= 1")
+        require(self.dense_until >= 0, f"{where}.dense_until must be >= 0")
 
     def due(self, step: int) -> bool:
         if step < self.dense_until:
@@ -101,8 +102,8 @@ class GrokfastConfig:
     lamb: float = 2.0
 
     def validate(self) -> None:
-        _require(0.0 <= self.alpha < 1.0, "train.grokfast.alpha must be in [0, 1)")
-        _require(self.lamb >= 0.0, "train.grokfast.lamb must be >= 0")
+        require(0.0 <= self.alpha < 1.0, "train.grokfast.alpha must be in [0, 1)")
+        require(self.lamb >= 0.0, "train.grokfast.lamb must be >= 0")
 
 
 @dataclass
@@ -131,24 +132,24 @@ class TrainConfig:
     state_every_s: float = 30.0
 
     def validate(self) -> None:
-        _require(self.steps >= 1, "train.steps must be >= 1")
-        _require(self.batch_size >= 0, "train.batch_size must be >= 0 (0 = full batch)")
-        _require(self.lr > 0, "train.lr must be > 0")
-        _require(self.weight_decay >= 0, "train.weight_decay must be >= 0")
-        _require(
+        require(self.steps >= 1, "train.steps must be >= 1")
+        require(self.batch_size >= 0, "train.batch_size must be >= 0 (0 = full batch)")
+        require(self.lr > 0, "train.lr must be > 0")
+        require(self.weight_decay >= 0, "train.weight_decay must be >= 0")
+        require(
             len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
             "train.betas must be two numbers in [0, 1)",
         )
-        _require(self.eps > 0, "train.eps must be > 0")
-        _require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
-        _require(0 <= self.lr_min <= self.lr, "train.lr_min must be in [0, train.lr]")
-        _require(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
-        _require(self.threads >= 0, "train.threads must be >= 0 (0 = torch's default)")
+        require(self.eps > 0, "train.eps must be > 0")
+        require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        require(0 <= self.lr_min <= self.lr, "train.lr_min must be in [0, train.lr]")
+        require(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
+        require(self.threads >= 0, "train.threads must be >= 0 (0 = torch's default)")
         self.grokfast.validate()
         self.eval.validate("train.eval")
         self.checkpoint.validate("train.checkpoint")
         if self.stop_at_test_acc is not None:
-            _require(0 < self.stop_at_test_acc <= 1, "train.stop_at_test_acc must be in (0, 1]")
+            require(0 < self.stop_at_test_acc <= 1, "train.stop_at_test_acc must be in (0, 1]")
 
 
 @dataclass
@@ -170,11 +171,6 @@ class RunConfig:
         return _drop_none(dataclasses.asdict(self))
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise GrokscopeError(f"bad config: {message}")
-
-
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
@@ -186,8 +182,6 @@ def _drop_none(value: Any) -> Any:
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
     """Build and validate a RunConfig from nested plain data (as read from TOML)."""
-    from grokscope.tasks import task_config_class
-
     if not isinstance(data, dict):
         raise GrokscopeError("bad config: expected a table of settings")
     data = dict(data)
@@ -195,7 +189,7 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     task_data = data.pop("task", None)
     if not isinstance(task_data, dict) or "kind" not in task_data:
         raise GrokscopeError("bad config: missing [task] table with a `kind` (e.g. kind = 'modular')")
-    task_cls = task_config_class(task_data["kind"])
+    task_cls = TASKS.get(task_data["kind"]).config_class
     config = _build(RunConfig, data, "")
     config.task = _build(task_cls, task_data, "task.")
     config.validate()

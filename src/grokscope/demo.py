@@ -6,7 +6,8 @@ from pathlib import Path
 
 from grokscope.config import apply_overrides, from_dict
 from grokscope.presets import load_preset_or_file
-from grokscope.train import RunFolder, resume, train
+from grokscope.run import Run
+from grokscope.train import resume, train
 
 
 def run_demo(out: Path, preset: str = "mainline", overwrite: bool = False, progress: bool = True) -> Path:
@@ -27,4 +28,4 @@ def run_demo(out: Path, preset: str = "mainline", overwrite: bool = False, progr
         run_analyze(out, progress=progress, figures=False)
     report = write_report(out)
     print(f"report: {report}")
-    return RunFolder(out).path
+    return Run(out).path

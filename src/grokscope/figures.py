@@ -146,19 +146,19 @@ class WrittenFigure:
 
 def write_progress_figures(path: str | Path) -> list[WrittenFigure]:
     """Render every progress figure of an analysed run to `DIR/figures/NAME.png`; also phases.json."""
-    import grokscope.train  # noqa: F401  (import order: train before loading)
     from grokscope.analysis import detect_phases, load_analysis
     from grokscope.analysis.run_analysis import torch_threads
     from grokscope.analysis.snapshot import snapshot
-    from grokscope.loading import load_run
-    from grokscope.train.run_folder import RunFolder, atomic_write_bytes, atomic_write_text
+    from grokscope.files import atomic_write_bytes, atomic_write_text
+    from grokscope.run import Run
 
     analysis = load_analysis(path)
     phases = detect_phases(analysis.progress)
-    run = RunFolder.open(path)
+    run = Run.open(path)
     atomic_write_text(run.subdir("analysis") / "phases.json", json.dumps(phases.to_dict(), indent=1))
     step = int(analysis.steps[-1])
-    _, _, task, model = load_run(path, step=step)
+    task = run.task
+    model = run.model(step)
     with torch_threads(1):
         snap = snapshot(model, task, step)
     out_dir = run.subdir("figures")

@@ -24,7 +24,7 @@ from pathlib import Path
 @dataclass
 class ReportContext:
     path: Path
-    run: object  # RunFolder
+    run: object  # Run
     config: object  # RunConfig
     metrics: list[dict]
     cache: dict = field(default_factory=dict)  # sections may share computed things here
@@ -216,10 +216,10 @@ pre{background:#f6f6f6;padding:.6em;overflow:auto} code{background:#f3f3f3;paddi
 
 def build_report(path: str | Path, sections: list[Section] | None = None) -> str:
     """The report's HTML for the run folder at `path`."""
-    from grokscope.train.run_folder import RunFolder
+    from grokscope.run import Run
 
-    run = RunFolder.open(path)
-    ctx = ReportContext(Path(path), run, run.config(), run.read_metrics())
+    run = Run.open(path)
+    ctx = ReportContext(Path(path), run, run.config, run.read_metrics())
     parts = []
     for section in sections if sections is not None else SECTIONS:
         out = section(ctx)

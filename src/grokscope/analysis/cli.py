@@ -17,9 +17,9 @@ def _freq_list(text: str) -> list[int]:
 
 def analyzable(path) -> bool:
     """Whether the progress measures apply to this run (modular task, odd prime p, add/subtract)."""
-    from grokscope.train.run_folder import RunFolder
+    from grokscope.run import Run
 
-    config = RunFolder.open(path).config()
+    config = Run.open(path).config
     if config.task.kind != "modular":
         return False
     from grokscope.analysis.fourier import check_odd_prime

@@ -107,7 +107,7 @@ def load_analysis(path: str | Path) -> RunAnalysis:
 
 def _resolve_key(run, model, task, key_freqs, threshold, min_share) -> KeyFrequencies:
     """Detected on the final checkpoint (stored with per-neuron data), or the user's list."""
-    from grokscope.loading import load_weights
+    from grokscope.run import load_weights
 
     last = run.checkpoint_steps()[-1]
     load_weights(model, run.load_checkpoint(last), f"checkpoint step {last} of {run.path}")
@@ -169,20 +169,19 @@ def torch_threads(n: int | None):
 def _analyze_run(
     path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress
 ) -> RunAnalysis:
-    import grokscope.train  # noqa: F401  (import order: train before loading)
-    from grokscope.loading import build, load_weights
-    from grokscope.train.run_folder import RunFolder, atomic_write_text
+    from grokscope.files import atomic_write_text
+    from grokscope.run import Run, load_weights
 
     if not 0 < threshold <= 1 or not 0 <= min_share <= 1:
         raise GrokscopeError("threshold must be in (0, 1] and min_share in [0, 1]")
-    run = RunFolder.open(path)
-    config = run.config()
+    run = Run.open(path)
+    config = run.config
     if config.task.kind != "modular":
         raise GrokscopeError(
             f"the progress measures analyse modular-arithmetic runs; {run.path} has task.kind = "
             f"{config.task.kind!r}"
         )
-    task, model = build(config)
+    task, model = run.task, run.new_model()  # the folder's saved split, never a fresh draw
     sign = check_task(task)
     model.eval()
     steps = run.checkpoint_steps()

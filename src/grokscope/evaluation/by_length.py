@@ -93,10 +93,12 @@ def eval_sets_for_table(task: AdditionTask, n_train_max: int = 5000, seed: int =
 
 
 def evaluate_run(path: str | Path, step: int | None = None) -> list[dict]:
-    import grokscope.train  # noqa: F401  (loading <-> train import order)
-    from grokscope.loading import load_run
+    from grokscope.run import Run
 
-    run, config, task, model = load_run(path, step)
+    run = Run.open(path)
+    config = run.config
+    task = run.task
+    model = run.model(step)
     if not isinstance(task, AdditionTask):
         raise GrokscopeError(
             f"{run.path}: `grokscope eval` reads addition runs; this is task.kind = {config.task.kind!r}"

@@ -47,16 +47,17 @@ def register(sub) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.digits:
         return cmd_eval_digits(args)
-    import grokscope.train  # noqa: F401  (loading <-> train import order)
     from grokscope.evaluation.by_length import evaluate_run, rows_to_csv
     from grokscope.evaluation.figures import accuracy_heatmap, loss_by_position, position_labels
     from grokscope.files import atomic_write_text
-    from grokscope.loading import load_run
+    from grokscope.run import Run
 
     tables: dict[str, list[dict]] = {}
     for d in args.dirs:
         rows = evaluate_run(d, args.step)
-        run, config, task, _ = load_run(d, args.step)
+        run = Run.open(d)
+        config = run.config
+        task = run.task
         analysis = run.subdir("analysis")
         atomic_write_text(analysis / "accuracy_by_length.csv", rows_to_csv(rows))
         _save(
@@ -97,11 +98,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_eval_digits(args: argparse.Namespace) -> int:
     """Each run's exact match on a grid of operand lengths; prints the diagonal len a = len b."""
-    import grokscope.train  # noqa: F401  (loading <-> train import order)
     from grokscope.files import atomic_write_text
     from grokscope.lengths.grid import length_grid
     from grokscope.lengths.study import GRID_SEED, parse_range, untrained_abacus_note
-    from grokscope.loading import load_run
+    from grokscope.run import Run
 
     lo, hi = parse_range(args.digits, "--digits")
     lengths = list(range(lo, hi + 1))
@@ -109,7 +109,9 @@ def cmd_eval_digits(args: argparse.Namespace) -> int:
     print("|---|" + "---|" * len(lengths))
     notes = {}
     for d in args.dirs:
-        run, config, _, model = load_run(d, args.step)
+        run = Run.open(d)
+        config = run.config
+        model = run.model(args.step)
         grid = length_grid(model, config.task, lengths, n=args.n_per_cell, seed=GRID_SEED)
         rows = ["len_a,len_b,n,exact"] + [
             f"{a},{b},{args.n_per_cell},{grid[i, j]:.4f}"

@@ -7,8 +7,6 @@ checkpoint is loaded at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 
 from grokscope.errors import GrokscopeError
@@ -84,17 +82,6 @@ def collect(
         for h in hooks:
             parts[h].append(_at_positions(h, cache[h], positions).float())
     return {h: torch.cat(v) for h, v in parts.items()}
-
-
-def iter_checkpoint_models(run, config, task, steps: list[int]) -> Iterator[tuple[int, Transformer]]:
-    """(step, model) one checkpoint at a time; the same model object is refilled for each step."""
-    from grokscope.loading import build, load_weights
-
-    _, model = build(config)
-    model.eval()
-    for step, weights in run.iter_checkpoints(steps):
-        load_weights(model, weights, f"checkpoint step {step} of {run.path}")
-        yield step, model
 
 
 def parse_steps(spec: str | None, available: list[int], max_steps: int | None = None) -> list[int]:

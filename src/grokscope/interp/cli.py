@@ -84,13 +84,12 @@ def _setup(args):
     import torch
 
     from grokscope.interp.activations import example_sets, parse_steps
-    from grokscope.loading import build
-    from grokscope.train.run_folder import RunFolder
+    from grokscope.run import Run
 
     torch.set_num_threads(1)  # small fits: thread start-up costs more than it saves
-    run = RunFolder.open(args.dir)
-    config = run.config()
-    task, _ = build(config)
+    run = Run.open(args.dir)
+    config = run.config
+    task = run.task
     steps = parse_steps(args.step, run.checkpoint_steps())
     fit, score = (
         example_sets(task, args.fit, args.score, args.max_examples, args.seed)
@@ -105,7 +104,7 @@ def _setup(args):
 
 def cmd_probe(args) -> int:
     from grokscope.interp import plots
-    from grokscope.interp.activations import check_hooks, iter_checkpoint_models, parse_positions
+    from grokscope.interp.activations import check_hooks, parse_positions
     from grokscope.interp.io import format_table, merge_csv, safe_name, save_figure
     from grokscope.interp.labels import resolve_label
     from grokscope.interp.probing import probe_geometry, probe_model, summary_rows
@@ -114,7 +113,7 @@ def cmd_probe(args) -> int:
     resolve_label(fit, args.label)  # fail fast on a bad label
     positions = parse_positions(args.position, fit.tokens.shape[1], task.loss_positions)
     rows, geo = [], []
-    for step, model in iter_checkpoint_models(run, config, task, steps):
+    for step, model in run.models(steps):
         check_hooks(model, args.hook)
         study = probe_model(
             model,
@@ -185,13 +184,13 @@ def cmd_probe(args) -> int:
 
 def cmd_lens(args) -> int:
     from grokscope.interp import plots
-    from grokscope.interp.activations import check_hooks, iter_checkpoint_models
+    from grokscope.interp.activations import check_hooks
     from grokscope.interp.io import format_table, merge_csv, save_figure
     from grokscope.interp.lens import default_lens_hooks, lens_rows
 
     run, config, task, steps, fit, score = _setup(args)
     rows = []
-    for step, model in iter_checkpoint_models(run, config, task, steps):
+    for step, model in run.models(steps):
         hooks = args.hook or default_lens_hooks(model)
         check_hooks(model, hooks)
         rows += lens_rows(model, fit, score, hooks, task.loss_positions, tuned=not args.no_tuned, step=step)
@@ -218,14 +217,13 @@ def cmd_pca(args) -> int:
     from grokscope.errors import GrokscopeError
     from grokscope.interp import pca as P
     from grokscope.interp import plots
-    from grokscope.interp.activations import check_hooks, iter_checkpoint_models, parse_steps
+    from grokscope.interp.activations import check_hooks, parse_steps
     from grokscope.interp.io import merge_csv, safe_name, save_animation, save_figure
-    from grokscope.loading import build
-    from grokscope.train.run_folder import RunFolder
+    from grokscope.run import Run
 
-    run = RunFolder.open(args.dir)
-    config = run.config()
-    task, _ = build(config)
+    run = Run.open(args.dir)
+    config = run.config
+    task = run.task
     steps = parse_steps(args.step, run.checkpoint_steps())
     batch = None
     if args.of != "W_E":
@@ -238,7 +236,7 @@ def cmd_pca(args) -> int:
     modular = getattr(config.task, "kind", None) == "modular"
     names = task.token_names()
     rows_by_step, W_numbers, tokens = {}, {}, None
-    for step, model in iter_checkpoint_models(run, config, task, steps):
+    for step, model in run.models(steps):
         if args.of != "W_E":
             check_hooks(model, [args.of])
         rows, tokens = P.token_rows(model, args.of, batch, args.position, args.group_position)
@@ -317,19 +315,17 @@ def cmd_pca(args) -> int:
 def cmd_embspace(args) -> int:
     from grokscope.interp import embedding_space as ES
     from grokscope.interp import plots
-    from grokscope.interp.activations import iter_checkpoint_models, parse_steps
+    from grokscope.interp.activations import parse_steps
     from grokscope.interp.io import save_figure
-    from grokscope.loading import build
-    from grokscope.train.run_folder import RunFolder
+    from grokscope.run import Run
 
-    run = RunFolder.open(args.dir)
-    config = run.config()
-    task, _ = build(config)
+    run = Run.open(args.dir)
+    task = run.task
     steps = parse_steps(args.step, run.checkpoint_steps())
     out = run.subdir("analysis") / "embspace"
     names = task.token_names()
     out_names = names[: task.d_vocab_out]
-    for step, model in iter_checkpoint_models(run, config, task, steps[-1:]):
+    for step, model in run.models(steps[-1:]):
         for layer in range(len(model.blocks)):
             qk, ov = ES.head_tables(model, layer)
             H = qk.shape[0]

@@ -148,13 +148,12 @@ def export_run(run_dir, step: int | None = None, out: Path | None = None, max_ex
     """Build the TL model of a checkpoint, check its logits on the task's test set, and save it."""
     from safetensors.torch import save
 
-    from grokscope.loading import load_run  # noqa: I001
-    from grokscope.train.run_folder import (  # before loading (import cycle)
-        atomic_write_bytes,
-        atomic_write_text,
-    )
+    from grokscope.files import atomic_write_bytes, atomic_write_text
+    from grokscope.run import Run
 
-    run, _, task, model = load_run(run_dir, step)
+    run = Run.open(run_dir)
+    task = run.task
+    model = run.model(step)
     tokens = task.eval_sets()["test"].tokens[:max_examples]
     diff, diff32 = check_logits(model, tokens)
     if not diff <= TOLERANCE:

@@ -160,12 +160,13 @@ def _grid_of_run(run_dir: str, lengths: list[int], n: int, seed: int) -> list[li
     import torch
 
     torch.set_num_threads(1)
-    import grokscope.train  # noqa: F401  (loading imports the trainer package first)
     from grokscope.files import atomic_write_text
     from grokscope.lengths.grid import length_grid
-    from grokscope.loading import load_run
+    from grokscope.run import Run
 
-    run, config, task, model = load_run(run_dir)
+    run = Run.open(run_dir)
+    config = run.config
+    model = run.model()
     key = {"lengths": lengths, "n": n, "seed": seed, "step": run.checkpoint_steps()[-1]}
     cache = run.subdir("analysis") / "lengths.json"
     if cache.is_file():

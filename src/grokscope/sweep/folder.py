@@ -21,8 +21,9 @@ from typing import Any
 
 from grokscope.config import dumps_toml, from_dict
 from grokscope.errors import GrokscopeError
+from grokscope.files import atomic_write_text
+from grokscope.run import Run
 from grokscope.sweep.spec import SweepSpec, Trial, format_value
-from grokscope.train.run_folder import RunFolder, atomic_write_text
 
 TABLE_FIELDS = ("trial", "status", "seed", "step", "finished_reason", "test_acc", "wall_s", "error")
 
@@ -72,7 +73,7 @@ class SweepFolder:
         run_dir = self.run_dir(trial.name)
         if not (run_dir / "config.toml").is_file():
             return
-        old = from_dict(RunFolder.open(run_dir).raw_config()).to_dict()
+        old = from_dict(Run.open(run_dir).raw_config()).to_dict()
         if old != trial.config:
             key = _first_difference(old, trial.config)
             raise GrokscopeError(

@@ -162,15 +162,15 @@ def _sigterm_as_interrupt():
 
 def _run_figures(run_dir: Path) -> dict[str, Any]:
     """Step, finish reason and test accuracy as the run folder records them."""
-    from grokscope.train import RunFolder
+    from grokscope.run import Run
 
     out: dict[str, Any] = {}
     try:
-        state = RunFolder(run_dir).load_state() if (run_dir / "config.toml").is_file() else None
+        state = Run(run_dir).load_state() if (run_dir / "config.toml").is_file() else None
         if state is not None:
             out["step"] = state[1].get("step", "")
             out["finished_reason"] = state[1].get("finished_reason", "")
-        rows = RunFolder(run_dir).read_metrics()
+        rows = Run(run_dir).read_metrics()
         if rows and "test_acc" in rows[-1]:
             out["test_acc"] = round(rows[-1]["test_acc"], 4)
     except GrokscopeError:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from grokscope.errors import GrokscopeError
+from grokscope.files import atomic_write_bytes, atomic_write_text
+from grokscope.run import Run
 from grokscope.sweep.folder import SweepFolder
 from grokscope.sweep.spec import format_value
-from grokscope.train.run_folder import RunFolder, atomic_write_bytes, atomic_write_text
 
 GROK_ACC = 0.99  # test accuracy that counts as grokked
 FIGURES = (
@@ -47,7 +48,7 @@ def first_step(rows: list[dict[str, Any]], key: str, ok) -> int | None:
 
 def run_figures(run_dir: Path) -> dict[str, Any]:
     """Headline figures of one run folder (empty values where it has no metrics yet)."""
-    rows = RunFolder(run_dir).read_metrics() if (run_dir / "metrics.jsonl").is_file() else []
+    rows = Run(run_dir).read_metrics() if (run_dir / "metrics.jsonl").is_file() else []
     out: dict[str, Any] = {}
     if rows:
         last = rows[-1]

@@ -21,11 +21,11 @@ EXIT_INTERRUPTED = 130
 
 def trial_state(run_dir: Path) -> str:
     """'new' (nothing trained yet), 'finished' (its state says so) or 'partial' (resumable)."""
-    from grokscope.train import RunFolder
+    from grokscope.run import Run
 
     if not (run_dir / "config.toml").is_file():
         return "new"
-    state = RunFolder(run_dir).load_state()
+    state = Run(run_dir).load_state()
     if state is not None and state[1].get("finished_reason"):
         return "finished"
     return "partial"

@@ -53,11 +53,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from grokscope.config import _require
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, require
+from grokscope.registry import TASKS
 from grokscope.tasks import sampling as smp
-from grokscope.tasks.base import Batch, Task, step_generator
+from grokscope.tasks.base import Batch, Task, drop_examples, minibatch_indices, step_generator
 from grokscope.tasks.carries import N_CLASSES, column_sums, int_to_digits, number_lengths
+from grokscope.tasks.split import InvalidSplit, same_split, saved_array
 
 PLUS, EQUALS, EOS, PAD = 10, 11, 12, 13
 TOKEN_NAMES = [str(d) for d in range(10)] + ["+", "=", "<eos>", "<pad>"]
@@ -90,30 +91,30 @@ class AdditionConfig:
     split_seed: int | None = None
 
     def validate(self) -> None:
-        _require(self.min_digits >= 1, f"task.min_digits must be >= 1, got {self.min_digits}")
-        _require(
+        require(self.min_digits >= 1, f"task.min_digits must be >= 1, got {self.min_digits}")
+        require(
             self.min_digits <= self.max_digits <= MAX_DIGITS,
             f"task.max_digits must be in [task.min_digits, {MAX_DIGITS}], got {self.max_digits}",
         )
-        _require(self.short_weight > 0, "task.short_weight must be > 0")
-        _require(0 <= self.carry_heavy <= 1, "task.carry_heavy must be in [0, 1]")
-        _require(self.n_train >= 0, "task.n_train must be >= 0 (0 = infinite data)")
-        _require(self.n_test >= 1, "task.n_test must be >= 1")
-        _require(self.n_stress >= 0, "task.n_stress must be >= 0")
+        require(self.short_weight > 0, "task.short_weight must be > 0")
+        require(0 <= self.carry_heavy <= 1, "task.carry_heavy must be in [0, 1]")
+        require(self.n_train >= 0, "task.n_train must be >= 0 (0 = infinite data)")
+        require(self.n_test >= 1, "task.n_test must be >= 1")
+        require(self.n_stress >= 0, "task.n_stress must be >= 0")
         space = self.n_examples()
-        _require(
+        require(
             self.n_test <= space,
             f"task.n_test = {self.n_test} is larger than the {space} distinct examples with "
             f"{self.min_digits}..{self.max_digits}-digit operands",
         )
         if self.n_train:
-            _require(
+            require(
                 self.n_train + self.n_test <= space,
                 f"task.n_train + task.n_test = {self.n_train + self.n_test} exceeds the {space} distinct "
                 "examples, so the finite train and test sets would overlap; lower them or widen the digits",
             )
         else:
-            _require(
+            require(
                 2 * self.n_test <= space,
                 f"task.n_test = {self.n_test} would hold out more than half of the {space} distinct "
                 "examples from the infinite training stream; lower it or widen the digits",
@@ -142,7 +143,10 @@ class Operands:
         return Operands(*(torch.cat(t) for t in zip(*[(p.A, p.B, p.la, p.lb) for p in parts], strict=True)))
 
 
+@TASKS.register("addition")
 class AdditionTask(Task):
+    config_class = AdditionConfig
+
     def __init__(self, config: AdditionConfig, seed: int):
         self.config = config
         cfg = config
@@ -176,7 +180,6 @@ class AdditionTask(Task):
             self.test_ops = self._draw_distinct(cfg.n_test, g)
             self.train_ops = None
         self.test_keys = smp.example_keys(self.test_ops.A, self.test_ops.B).sort().values
-        self._check_disjoint()
         self._evals: dict[str, Batch] | None = None
         self._train_full: Batch | None = None
 
@@ -198,13 +201,6 @@ class AdditionTask(Task):
             return o.A, o.B, o.la, o.lb
 
         return Operands(*smp.draw_distinct(draw, n, g, exclude))
-
-    def _check_disjoint(self) -> None:
-        if self.train_ops is None:
-            return
-        train_keys = smp.example_keys(self.train_ops.A, self.train_ops.B)
-        if torch.isin(train_keys, self.test_keys).any():
-            raise GrokscopeError("the finite train and test sets overlap; the saved split is not valid")
 
     def sample(self, n: int, seed: int, exclude_test: bool = True) -> Batch:
         """A fresh batch of `n` examples from the training distribution (skipping test examples)."""
@@ -232,15 +228,11 @@ class AdditionTask(Task):
                 if self._train_full is None:
                     self._train_full = self.encode(self.train_ops)
                 return self._train_full
-            idx = torch.randint(0, n, (batch_size,), generator=step_generator(seed, step))
-            return self.encode(self.train_ops.select(idx))
+            return self.encode(self.train_ops.select(minibatch_indices(n, step, batch_size, seed)))
         if batch_size <= 0:
             raise GrokscopeError("bad config: infinite addition data needs train.batch_size >= 1")
         ops, leaked = self._stream(step_generator(seed, step), batch_size, exclude_test=True)
-        batch = self.encode(ops)
-        if leaked.any():  # still a test example after 16 redraws: it does not count
-            batch.mask = batch.mask & ~leaked[:, None]
-        return batch
+        return drop_examples(self.encode(ops), leaked)  # still a test example after 16 redraws
 
     # ------------------------------------------------------------------ encoding
     def encode(self, ops: Operands) -> Batch:
@@ -399,24 +391,35 @@ class AdditionTask(Task):
             arrays["train_b"] = self.train_ops.B.numpy().astype(np.uint8)
         return arrays
 
-    def check_split(self, arrays: dict[str, np.ndarray]) -> None:
-        for name, ours in self.split_arrays().items():
-            if name not in arrays or not np.array_equal(arrays[name], ours):
-                raise GrokscopeError(
-                    f"the saved {name} split differs from the one this version of grokscope draws "
-                    "for the same config; the run folder comes from another version"
-                )
-        if "train_a" in arrays:
-            train = smp.example_keys(
-                torch.from_numpy(arrays["train_a"]).long(), torch.from_numpy(arrays["train_b"]).long()
+    def use_split(self, arrays: dict[str, np.ndarray]) -> bool:
+        if same_split(arrays, self.split_arrays()):
+            return False
+        finite = "train_a" in arrays
+        if finite != (self.train_ops is not None):
+            raise InvalidSplit(
+                f"it holds {'a finite' if finite else 'no'} training set, but the config has "
+                f"task.n_train = {self.config.n_train}"
             )
-            test = smp.example_keys(
-                torch.from_numpy(arrays["test_a"]).long(), torch.from_numpy(arrays["test_b"]).long()
+
+        def ops(prefix: str) -> Operands:
+            A, B = (
+                torch.from_numpy(saved_array(arrays, f"{prefix}_{k}", 2, 0, 10).astype(np.int64))
+                for k in "ab"
             )
-            if torch.isin(train, test).any():
-                raise GrokscopeError(
-                    "the saved finite train and test sets overlap; the split file is invalid"
-                )
+            if A.shape != B.shape or A.shape[1] != self.M:
+                raise InvalidSplit(f"{prefix} operands have shape {tuple(A.shape)}; expected [n, {self.M}]")
+            return Operands(A, B, number_lengths(A), number_lengths(B))
+
+        self.test_ops = ops("test")
+        self.train_ops = ops("train") if finite else None
+        self.test_keys = smp.example_keys(self.test_ops.A, self.test_ops.B).sort().values
+        if (
+            self.train_ops is not None
+            and torch.isin(smp.example_keys(self.train_ops.A, self.train_ops.B), self.test_keys).any()
+        ):
+            raise InvalidSplit("its finite train and test sets share examples")
+        self._evals = self._train_full = None
+        return True
 
     def token_names(self) -> list[str]:
         return list(self._names)

@@ -54,8 +54,9 @@ class Task(ABC):
         """What must be saved in the run folder to reproduce the exact split."""
 
     @abstractmethod
-    def check_split(self, arrays: dict[str, np.ndarray]) -> None:
-        """Raise GrokscopeError if saved split arrays differ from this task's."""
+    def use_split(self, arrays: dict[str, np.ndarray]) -> bool:
+        """Take a saved split (as `split_arrays` writes it) in place of the drawn one; True if it
+        differs from the drawn one. Raises `tasks.split.InvalidSplit` if it cannot be this task's."""
 
     def token_names(self) -> list[str]:
         return [str(i) for i in range(self.d_vocab)]
@@ -71,3 +72,12 @@ def minibatch_indices(n: int, step: int, batch_size: int, seed: int) -> torch.Te
     if batch_size <= 0 or batch_size >= n:
         return torch.arange(n)
     return torch.randint(0, n, (batch_size,), generator=step_generator(seed, step))
+
+
+def drop_examples(batch: Batch, drop: torch.Tensor) -> Batch:
+    """`batch` with the examples where `drop` [batch] is True masked out of the loss (e.g. a held-out
+    test example drawn by chance into an infinite-data training batch)."""
+    if drop.any():
+        mask = batch.mask if batch.mask is not None else torch.ones_like(batch.targets, dtype=torch.bool)
+        batch.mask = mask & ~drop[:, None]
+    return batch

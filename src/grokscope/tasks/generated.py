@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from grokscope.errors import GrokscopeError
-from grokscope.tasks.base import Batch, Task, minibatch_indices, step_generator
+from grokscope.tasks.base import Batch, Task, drop_examples, minibatch_indices, step_generator
 from grokscope.tasks.sampling import row_keys
+from grokscope.tasks.split import InvalidSplit, same_split, saved_array
 
 
 class GeneratedTask(Task):
@@ -42,25 +43,63 @@ class GeneratedTask(Task):
         if batch_size <= 0:
             raise GrokscopeError("bad config: infinite data (task.n_train = 0) needs train.batch_size >= 1")
         batch = self.generate(step_generator(seed, step), batch_size)
-        leaked = torch.isin(row_keys(batch.tokens), self.test_keys)
-        if leaked.any():  # a held-out test example drawn by chance does not count
-            mask = batch.mask if batch.mask is not None else torch.ones_like(batch.targets, dtype=torch.bool)
-            batch.mask = mask & ~leaked[:, None]
-        return batch
+        return drop_examples(batch, torch.isin(row_keys(batch.tokens), self.test_keys))
 
     def eval_sets(self) -> dict[str, Batch]:
         return {"train": self._train_eval, "test": self._test}
 
     def split_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {"test_tokens": self._test.tokens.numpy().astype(np.int32)}
-        if self._train is not None:
-            arrays["train_tokens"] = self._train.tokens.numpy().astype(np.int32)
+        """The test set and any finite train set, whole (tokens, targets, mask, meta): a saved split
+        then rebuilds exactly, whatever the generator draws in another version."""
+        sets = {"test": self._test} if self._train is None else {"test": self._test, "train": self._train}
+        arrays = {}
+        for name, b in sets.items():
+            arrays[f"{name}_tokens"] = b.tokens.numpy().astype(np.int32)
+            arrays[f"{name}_targets"] = b.targets.numpy().astype(np.int32)
+            if b.mask is not None:
+                arrays[f"{name}_mask"] = b.mask.numpy()
+            arrays.update({f"{name}_meta_{k}": v.numpy() for k, v in b.meta.items()})
         return arrays
 
-    def check_split(self, arrays: dict[str, np.ndarray]) -> None:
-        for name, ours in self.split_arrays().items():
-            if name not in arrays or not np.array_equal(arrays[name], ours):
-                raise GrokscopeError(
-                    f"the saved {name} split differs from the one this version of grokscope draws "
-                    "for the same config; the run folder comes from another version"
+    def use_split(self, arrays: dict[str, np.ndarray]) -> bool:
+        ours = self.split_arrays()
+        if same_split(arrays, ours):
+            return False
+        finite = "train_tokens" in arrays
+        if all(k.endswith("_tokens") for k in arrays) and same_split(
+            arrays, {k: v for k, v in ours.items() if k.endswith("_tokens")}
+        ):
+            return False  # an older grokscope's file (tokens only) of the very split drawn here
+        if finite != (self._train is not None):
+            raise InvalidSplit(
+                f"it holds {'a finite' if finite else 'no'} training set, but the config has "
+                f"task.n_train = {self.n_train}"
+            )
+        sets = {}
+        for name in ("test", "train") if finite else ("test",):
+            tokens = saved_array(arrays, f"{name}_tokens", 2, 0, self.d_vocab)
+            if tokens.shape[1] != self.n_ctx:
+                raise InvalidSplit(
+                    f"{name} sequences have {tokens.shape[1]} tokens; the task has {self.n_ctx}"
                 )
+            if f"{name}_targets" not in arrays:
+                raise InvalidSplit(
+                    f"it holds only the {name} tokens (an older grokscope saved no targets), and they differ "
+                    "from what this config draws; retrain the run with this version"
+                )
+            targets = saved_array(arrays, f"{name}_targets", 2, 0, self.d_vocab_out)
+            mask = arrays.get(f"{name}_mask")
+            meta_keys = [k for k in arrays if k.startswith(f"{name}_meta_")]
+            sets[name] = Batch(
+                torch.from_numpy(tokens.astype(np.int64)),
+                torch.from_numpy(targets.astype(np.int64)),
+                None if mask is None else torch.from_numpy(mask.astype(bool)),
+                {k[len(f"{name}_meta_") :]: torch.from_numpy(arrays[k].copy()) for k in meta_keys},
+            )
+        self._test = sets["test"]
+        self.test_keys = row_keys(self._test.tokens)
+        if finite:
+            self._train = self._train_eval = sets["train"]
+            if torch.isin(row_keys(self._train.tokens), self.test_keys).any():
+                raise InvalidSplit("its finite train and test sets share examples")
+        return True

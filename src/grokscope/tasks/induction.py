@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from grokscope.config import _require
+from grokscope.errors import require
+from grokscope.registry import TASKS
 from grokscope.tasks.base import Batch
 from grokscope.tasks.generated import GeneratedTask
 
@@ -32,23 +33,26 @@ class InductionConfig:
     split_seed: int | None = None
 
     def validate(self) -> None:
-        _require(self.vocab >= 2, f"task.vocab must be >= 2, got {self.vocab}")
-        _require(self.sub_len >= 2, f"task.sub_len must be >= 2, got {self.sub_len}")
-        _require(
+        require(self.vocab >= 2, f"task.vocab must be >= 2, got {self.vocab}")
+        require(self.sub_len >= 2, f"task.sub_len must be >= 2, got {self.sub_len}")
+        require(
             self.seq_len >= 2 * self.sub_len,
             f"task.seq_len = {self.seq_len} must hold the subsequence twice (>= 2 * task.sub_len = {2 * self.sub_len})",
         )
-        _require(self.n_train >= 0, "task.n_train must be >= 0 (0 = infinite data)")
-        _require(self.n_test >= 1, "task.n_test must be >= 1")
+        require(self.n_train >= 0, "task.n_train must be >= 0 (0 = infinite data)")
+        require(self.n_test >= 1, "task.n_test must be >= 1")
         space = self.vocab ** (self.seq_len - self.sub_len)
-        _require(
+        require(
             self.n_train + self.n_test <= space // 2,
             f"task.n_train + task.n_test = {self.n_train + self.n_test} is too large for the {space} "
             "distinct sequences; train and test would overlap",
         )
 
 
+@TASKS.register("induction")
 class InductionTask(GeneratedTask):
+    config_class = InductionConfig
+
     def __init__(self, config: InductionConfig, seed: int):
         self.config = config
         self.d_vocab = self.d_vocab_out = config.vocab

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from grokscope.config import _require
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, require
+from grokscope.registry import TASKS
 from grokscope.tasks.base import Batch, Task, minibatch_indices
+from grokscope.tasks.split import InvalidSplit, same_split, saved_array
 
 # add, subtract, a^2+ab+b^2 and a random table need only the ring Z_p, so any p >= 2 trains;
 # the Fourier analysis of issue-3 measures (grokscope.analysis) is what asks for an odd prime.
@@ -27,10 +28,10 @@ class ModularConfig:
     split_seed: int | None = None
 
     def validate(self) -> None:
-        _require(self.p >= 2, f"task.p must be >= 2, got {self.p}")
-        _require(0 < self.frac_train < 1, f"task.frac_train must be in (0, 1), got {self.frac_train}")
+        require(self.p >= 2, f"task.p must be >= 2, got {self.p}")
+        require(0 < self.frac_train < 1, f"task.frac_train must be in (0, 1), got {self.frac_train}")
         n_train = int(self.frac_train * self.p**2)
-        _require(
+        require(
             0 < n_train < self.p**2,
             f"task.frac_train={self.frac_train} leaves an empty split for p={self.p}",
         )
@@ -54,7 +55,9 @@ def modular_answers(a: torch.Tensor, b: torch.Tensor, p: int, op: str, seed: int
     raise GrokscopeError(f"unknown modular op {op!r}")
 
 
+@TASKS.register("modular")
 class ModularTask(Task):
+    config_class = ModularConfig
     """All p² inputs in row-major order: example i is (a, b) = (i // p, i % p)."""
 
     def __init__(self, config: ModularConfig, seed: int):
@@ -73,9 +76,11 @@ class ModularTask(Task):
         self.labels = modular_answers(a, b, p, config.op, seed=split_seed)
         order = torch.randperm(p * p, generator=torch.Generator().manual_seed(split_seed))
         n_train = int(config.frac_train * p * p)
-        self.train_idx = order[:n_train].sort().values
-        self.test_idx = order[n_train:].sort().values
         self.all = Batch(self.tokens, self.labels[:, None])
+        self._set_split(order[:n_train].sort().values, order[n_train:].sort().values)
+
+    def _set_split(self, train_idx: torch.Tensor, test_idx: torch.Tensor) -> None:
+        self.train_idx, self.test_idx = train_idx, test_idx  # [batch] indices into the p² pairs
         self._train = self.all.select(self.train_idx)
         self._test = self.all.select(self.test_idx)
 
@@ -90,13 +95,23 @@ class ModularTask(Task):
     def split_arrays(self) -> dict[str, np.ndarray]:
         return {"train": self.train_idx.numpy(), "test": self.test_idx.numpy()}
 
-    def check_split(self, arrays: dict[str, np.ndarray]) -> None:
-        for name, ours in self.split_arrays().items():
-            if name not in arrays or not np.array_equal(arrays[name], ours):
-                raise GrokscopeError(
-                    f"the saved {name} split differs from the one this version of grokscope draws "
-                    "for the same config; the run folder comes from another version"
-                )
+    def use_split(self, arrays: dict[str, np.ndarray]) -> bool:
+        if same_split(arrays, self.split_arrays()):
+            return False
+        n = self.p * self.p
+        train, test = (
+            torch.from_numpy(saved_array(arrays, k, 1, 0, n).astype(np.int64)) for k in ("train", "test")
+        )
+        if len(train) == 0 or len(test) == 0:
+            raise InvalidSplit("its train or test set is empty")
+        if (
+            torch.isin(train, test).any()
+            or len(train.unique()) < len(train)
+            or len(test.unique()) < len(test)
+        ):
+            raise InvalidSplit("an example appears twice (in train and test, or twice in one set)")
+        self._set_split(train.sort().values, test.sort().values)
+        return True
 
     def token_names(self) -> list[str]:
         return [str(i) for i in range(self.p)] + ["="]

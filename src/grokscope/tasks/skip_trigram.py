@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from grokscope.config import _require
+from grokscope.errors import require
+from grokscope.registry import TASKS
 from grokscope.tasks.base import Batch
 from grokscope.tasks.generated import GeneratedTask
 
@@ -33,21 +34,24 @@ class SkipTrigramConfig:
     split_seed: int | None = None
 
     def validate(self) -> None:
-        _require(self.n_keys >= 2, "task.n_keys must be >= 2")
-        _require(self.n_queries >= 1, "task.n_queries must be >= 1")
-        _require(self.n_fillers >= 1, "task.n_fillers must be >= 1")
-        _require(self.seq_len >= 2, "task.seq_len must be >= 2 (a key and a query)")
-        _require(self.n_train >= 0, "task.n_train must be >= 0 (0 = infinite data)")
-        _require(self.n_test >= 1, "task.n_test must be >= 1")
+        require(self.n_keys >= 2, "task.n_keys must be >= 2")
+        require(self.n_queries >= 1, "task.n_queries must be >= 1")
+        require(self.n_fillers >= 1, "task.n_fillers must be >= 1")
+        require(self.seq_len >= 2, "task.seq_len must be >= 2 (a key and a query)")
+        require(self.n_train >= 0, "task.n_train must be >= 0 (0 = infinite data)")
+        require(self.n_test >= 1, "task.n_test must be >= 1")
         space = self.n_keys * self.n_queries * (self.seq_len - 1) * self.n_fillers ** (self.seq_len - 2)
-        _require(
+        require(
             self.n_train + self.n_test <= space // 2,
             f"task.n_train + task.n_test = {self.n_train + self.n_test} is too large for the {space} "
             "distinct sequences; train and test would overlap",
         )
 
 
+@TASKS.register("skip_trigram")
 class SkipTrigramTask(GeneratedTask):
+    config_class = SkipTrigramConfig
+
     def __init__(self, config: SkipTrigramConfig, seed: int):
         self.config = config
         c = config

@@ -1,6 +1,5 @@
-"""Training: the loop, optimizers, evaluation, and the run folder it writes."""
+"""Training: the loop, optimizers and schedules; it writes through `grokscope.run.Run`."""
 
 from grokscope.train.loop import Interrupted, TrainResult, resume, train
-from grokscope.train.run_folder import RunFolder
 
-__all__ = ["Interrupted", "RunFolder", "TrainResult", "resume", "train"]
+__all__ = ["Interrupted", "TrainResult", "resume", "train"]

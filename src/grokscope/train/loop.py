@@ -19,13 +19,13 @@ from tqdm.auto import tqdm
 
 from grokscope.config import RunConfig, dumps_toml
 from grokscope.errors import GrokscopeError
-from grokscope.loading import build, load_weights
+from grokscope.files import atomic_write_text
 from grokscope.model import Transformer
 from grokscope.model.positional import offset_generator, position_ids
+from grokscope.run import Run, build, load_weights
 from grokscope.tasks import Task
 from grokscope.train.evaluate import autocast, evaluate, loss_and_stats
 from grokscope.train.optim import Grokfast, build_optimizer, lr_at
-from grokscope.train.run_folder import RunFolder, atomic_write_text
 
 
 class Interrupted(GrokscopeError):
@@ -34,7 +34,7 @@ class Interrupted(GrokscopeError):
 
 @dataclass
 class TrainResult:
-    run: RunFolder
+    run: Run
     step: int
     reason: str  # "steps", "stop_at_test_acc", "stop_at_test_loss"
     last_metrics: dict[str, Any] = field(default_factory=dict)
@@ -43,23 +43,25 @@ class TrainResult:
 def train(config: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Create a run folder at `out` and train `config` in it."""
     task, model = build(config)
-    run = RunFolder.create(out, config, overwrite=overwrite)
+    run = Run.create(out, config, overwrite=overwrite)
     run.write_split(task.split_arrays())
     return Trainer(run, config, task, model).run(progress=progress)
 
 
 def resume(path: str | Path, steps: int | None = None, progress: bool = True) -> TrainResult:
     """Continue the run in `path` from its last saved state, to `steps` total steps if given."""
-    run = RunFolder.open(path)
-    config = run.config()
-    task, model = build(config)
-    split = run.read_split()
-    if split is None:
-        run.write_split(task.split_arrays())
-    else:
-        task.check_split(split)
-    trainer = Trainer(run, config, task, model)
+    run = Run.open(path)
+    config, task = run.config, run.task  # the task trains on the folder's saved split
     state = run.load_state()
+    if state is None and (run.checkpoint_steps() or run.read_metrics()):
+        raise GrokscopeError(
+            f"{run.path} has checkpoints or metrics but no training state (state/state.safetensors), "
+            "so it cannot be resumed bit-exactly, and starting again would overwrite them; nothing was "
+            "changed. Analyse it as it is, or train a new run into another folder"
+        )
+    if run.read_split() is None:
+        run.write_split(task.split_arrays())
+    trainer = Trainer(run, config, task, run.new_model())
     if state is not None:
         trainer.restore(*state)
     past_early_stop = (
@@ -86,8 +88,8 @@ def resume(path: str | Path, steps: int | None = None, progress: bool = True) ->
 
 
 class Trainer:
-    def __init__(self, run: RunFolder, config: RunConfig, task: Task, model: Transformer):
-        self.run_folder, self.config, self.task, self.model = run, config, task, model
+    def __init__(self, run: Run, config: RunConfig, task: Task, model: Transformer):
+        self.folder, self.config, self.task, self.model = run, config, task, model
         self.cfg = config.train
         self.params = dict(model.named_parameters())
         self.optimizer = build_optimizer(list(self.params.values()), self.cfg)
@@ -118,7 +120,7 @@ class Trainer:
                 str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in sd["state"].items()
             },
         }
-        self.run_folder.save_state(self.state_tensors(), info)
+        self.folder.save_state(self.state_tensors(), info)
 
     def restore(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         load_weights(
@@ -137,17 +139,20 @@ class Trainer:
             self.optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
         except (ValueError, KeyError) as e:
             raise GrokscopeError(
-                f"the state file of {self.run_folder.path} does not fit its config ({e})"
+                f"the state file of {self.folder.path} does not fit its config ({e})"
             ) from None
         if self.grokfast:
             self.grokfast.ema = {k[9:]: v.clone() for k, v in tensors.items() if k.startswith("grokfast.")}
-        self.step = int(info["step"])
+        step = info.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise GrokscopeError(f"the state file of {self.folder.path} is corrupt (step {step!r})")
+        self.step = step
         self.elapsed_s = float(info.get("elapsed_s", 0.0))
         self.finished_reason = info.get("finished_reason", "")
 
     # ------------------------------------------------------------------ loop
     def run(self, progress: bool = True) -> TrainResult:
-        cfg, task, model, run = self.cfg, self.task, self.model, self.run_folder
+        cfg, task, model, run = self.cfg, self.task, self.model, self.folder
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         total = cfg.steps

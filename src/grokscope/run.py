@@ -1,25 +1,30 @@
-"""The run folder: the contract between training and everything that reads a run.
+"""`Run`: one run folder, opened once. The only reader of a folder and the writer training uses.
 
 ```
 DIR/config.toml        resolved config, with [meta] (format and library versions)
-DIR/split.safetensors  exact train/test membership (index arrays)
-DIR/checkpoints/step_000100.safetensors   weights after 100 updates
-DIR/state/state.safetensors               weights + optimizer + progress, for exact resume
+DIR/split.safetensors  exact train/test membership: the truth about what the run trained on
+DIR/checkpoints/step_0000100.safetensors   weights after 100 updates
+DIR/state/state.safetensors                weights + optimizer + progress, for exact resume
 DIR/metrics.jsonl      one JSON object per evaluation
 DIR/analysis/  DIR/figures/  DIR/report.html
 ```
-Every file is written to a temporary name and renamed into place, so a crash at any instant
-leaves either the old or the new file, never half of one.
+Every verb reads what the folder says: `run.config`, `run.task` (built from the SAVED split; when
+it differs from what the config would draw today, a note says so once and the file wins),
+`run.model(step)`, `run.models()` over checkpoints, `run.read_metrics()`. Every file is written to
+a temporary name and renamed into place, so a crash leaves the old or the new file, never half.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import platform
 import re
 import shutil
+import warnings
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +36,65 @@ from safetensors.numpy import save as save_numpy
 from safetensors.torch import save as save_torch
 
 import grokscope
-from grokscope.config import RunConfig, dumps_toml, from_dict, read_toml
+from grokscope.config import ModelConfig, RunConfig, dumps_toml, from_dict, read_toml
 from grokscope.errors import GrokscopeError
 from grokscope.files import atomic_write_bytes, atomic_write_text, read_tensors
+from grokscope.model import Transformer
+from grokscope.tasks import Task, build_task
+from grokscope.tasks.split import InvalidSplit
 
 _CKPT = re.compile(r"step_(\d+)\.safetensors$")
+
+
+class RunNote(UserWarning):
+    """Something a user should know about a run folder that does not stop the verb (shown once)."""
+
+
+def resolve_model_config(model: ModelConfig, task: Task) -> ModelConfig:
+    """Fill vocabulary and context sizes left at 0 from the task; check explicit ones fit it."""
+    resolved = dataclasses.replace(
+        model,
+        d_vocab=model.d_vocab or task.d_vocab,
+        d_vocab_out=model.d_vocab_out or task.d_vocab_out,
+        n_ctx=model.n_ctx or task.n_ctx,
+    )
+    for name in ("d_vocab", "d_vocab_out", "n_ctx"):
+        if getattr(resolved, name) < getattr(task, name):
+            raise GrokscopeError(
+                f"bad config: model.{name} = {getattr(resolved, name)} is smaller than the task needs "
+                f"({getattr(task, name)}); leave it at 0 to take it from the task"
+            )
+    return resolved
+
+
+def build_model(config: RunConfig, task: Task) -> Transformer:
+    """The run's model at initialisation (weights drawn from the run's seed)."""
+    return Transformer(resolve_model_config(config.model, task), seed=config.seed)
+
+
+def build(config: RunConfig) -> tuple[Task, Transformer]:
+    """Task (split drawn from the config) and initial model of a config: what training starts from."""
+    task = build_task(config.task, config.seed)
+    return task, build_model(config, task)
+
+
+def load_weights(model: Transformer, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights by name, with a clear error when they do not belong to this model."""
+    expected = dict(model.named_parameters())
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise GrokscopeError(
+            f"{source} does not match the run's model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise GrokscopeError(
+                f"{source}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[name].shape)}"
+            )
+    with torch.no_grad():
+        for name, p in expected.items():
+            p.copy_(weights[name])
 
 
 def library_versions() -> dict[str, str]:
@@ -47,15 +106,15 @@ def library_versions() -> dict[str, str]:
     }
 
 
-class RunFolder:
-    """Read and write one run folder."""
+class Run:
+    """One run folder: its config, saved split, checkpoints, state and metrics."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
     # ------------------------------------------------------------------ create / open
     @classmethod
-    def create(cls, path: str | Path, config: RunConfig, overwrite: bool = False) -> RunFolder:
+    def create(cls, path: str | Path, config: RunConfig, overwrite: bool = False) -> Run:
         run = cls(path)
         if run.path.exists() and any(run.path.iterdir()):
             if not overwrite:
@@ -78,7 +137,7 @@ class RunFolder:
         return run
 
     @classmethod
-    def open(cls, path: str | Path) -> RunFolder:
+    def open(cls, path: str | Path) -> Run:
         run = cls(path)
         if not run.path.is_dir():
             raise GrokscopeError(f"no such run folder: {run.path}")
@@ -100,21 +159,89 @@ class RunFolder:
     def meta(self) -> dict[str, Any]:
         return self.raw_config().get("meta", {})
 
+    @cached_property
     def config(self) -> RunConfig:
+        """The run's resolved config, as the folder's config.toml says."""
         return from_dict(self.raw_config())
 
+    @cached_property
+    def task(self) -> Task:
+        """The task with the folder's saved split (the file is the truth; a difference from what
+        the config draws today is said once)."""
+        task = build_task(self.config.task, self.config.seed)
+        saved = self.read_split()
+        if saved is None:
+            warnings.warn(
+                f"{self.path} has no split.safetensors; using the split its config draws today",
+                RunNote,
+                stacklevel=2,
+            )
+            return task
+        try:
+            changed = task.use_split(saved)
+        except InvalidSplit as e:
+            raise GrokscopeError(
+                f"{self.split_path} is not a split of this run's task: {e}. Restore it from a copy of "
+                "the run folder (nothing was changed)"
+            ) from None
+        if changed:
+            warnings.warn(
+                f"{self.split_path} differs from the split this config draws today (a run from another "
+                "version or made elsewhere); using the saved split",
+                RunNote,
+                stacklevel=2,
+            )
+        return task
+
+    def new_model(self) -> Transformer:
+        """The run's model at initialisation, on the saved task's sizes."""
+        return build_model(self.config, self.task)
+
+    def model(self, step: int | None = None) -> Transformer:
+        """The model with the weights of checkpoint `step` (the last one when None), in eval mode."""
+        model = self.new_model()
+        step = self.last_step() if step is None else step
+        load_weights(model, self.load_checkpoint(step), f"checkpoint step {step} of {self.path}")
+        return model.eval()
+
+    def models(self, steps: list[int] | None = None) -> Iterator[tuple[int, Transformer]]:
+        """(step, model) at each checkpoint, one model reloaded in place (memory stays flat)."""
+        model = self.new_model().eval()
+        for step, weights in self.iter_checkpoints(steps):
+            load_weights(model, weights, f"checkpoint step {step} of {self.path}")
+            yield step, model
+
+    def last_step(self) -> int:
+        steps = self.checkpoint_steps()
+        if not steps:
+            raise GrokscopeError(f"{self.path} has no checkpoints yet")
+        return steps[-1]
+
     def subdir(self, name: str) -> Path:
+        """An output folder of the run (`analysis`, `figures`, ...), created on first use."""
         d = self.path / name
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    @property
+    def analysis_dir(self) -> Path:
+        return self.subdir("analysis")
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.subdir("figures")
+
     # ------------------------------------------------------------------ split
+    @property
+    def split_path(self) -> Path:
+        return self.path / "split.safetensors"
+
     def write_split(self, arrays: dict[str, np.ndarray]) -> None:
         arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-        atomic_write_bytes(self.path / "split.safetensors", save_numpy(arrays))
+        atomic_write_bytes(self.split_path, save_numpy(arrays))
 
     def read_split(self) -> dict[str, np.ndarray] | None:
-        path = self.path / "split.safetensors"
+        path = self.split_path
         if not path.is_file():
             return None
         try:
