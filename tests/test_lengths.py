@@ -5,7 +5,7 @@ import torch
 
 import grokscope.run
 import grokscope.train
-from grokscope.config import POS_CHOICES, ModelConfig, from_dict
+from grokscope.config import ModelConfig, from_dict
 from grokscope.errors import GrokscopeError
 from grokscope.lengths.grid import eval_task, exact_per_example, grid_operands, length_grid
 from grokscope.lengths.study import (
@@ -18,6 +18,7 @@ from grokscope.lengths.study import (
     untrained_abacus_note,
 )
 from grokscope.model.positional import NoPositionalEncoding, position_ids
+from grokscope.registry import POSITIONAL
 from grokscope.run import Run, build
 from grokscope.tasks import Batch
 from grokscope.tasks.addition import EOS, PAD, AdditionConfig, AdditionTask, Operands
@@ -92,7 +93,7 @@ def test_abacus_indices_of_123_plus_4567(reverse, text, index):
     assert same == reverse
 
 
-@pytest.mark.parametrize("pos", POS_CHOICES)
+@pytest.mark.parametrize("pos", POSITIONAL.names())
 def test_each_encoding_trains_on_tiny_addition(pos, tmp_path):
     result = train(from_dict(_data(pos, steps=30)), tmp_path / pos, progress=False)
     rows = grokscope.run.Run.open(tmp_path / pos).read_metrics()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from grokscope.config import POS_CHOICES, ModelConfig
+from grokscope.config import ModelConfig
 from grokscope.errors import GrokscopeError
 from grokscope.model import Transformer
 from grokscope.model.positional import (
@@ -17,6 +17,7 @@ from grokscope.model.positional import (
     offset_generator,
     position_ids,
 )
+from grokscope.registry import POSITIONAL
 from grokscope.tasks import Batch
 
 
@@ -199,7 +200,7 @@ def test_combined_abacus_encodings_share_one_training_offset():
         assert torch.equal(shifted, single)  # drawn once, not once per part
 
 
-@pytest.mark.parametrize("pos", POS_CHOICES)
+@pytest.mark.parametrize("pos", POSITIONAL.names())
 def test_loss_position_path_equals_full_forward(pos):
     """The fast path (table for absolute-only encodings, query subset) equals the plain hooked path."""
     m = _model(pos, n_layers=2, layer_norm=True)

@@ -18,24 +18,12 @@ from typing import Any
 import tomli_w
 
 from grokscope.errors import GrokscopeError, require
-from grokscope.registry import TASKS
+from grokscope.registry import POSITIONAL, TASKS
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-
-POS_CHOICES = (
-    "learned",
-    "none",
-    "sinusoidal",
-    "rope",
-    "alibi",
-    "abacus",
-    "abacus_rope",
-    "abacus_alibi",
-) + tuple(f"abacus+{k}" for k in ("learned", "sinusoidal", "rope", "alibi", "abacus_rope", "abacus_alibi"))
 
 
 @dataclass
@@ -53,7 +41,7 @@ class ModelConfig:
     attn_bias: bool = False
     mlp_bias: bool = True
     unembed_bias: bool = False
-    pos: str = field(default="learned", metadata={"choices": POS_CHOICES})  # model/positional.py
+    pos: str = "learned"  # one of registry.POSITIONAL (model/positional.py registers them)
     abacus_max_offset: int = 20  # Abacus: training shifts digit indices by a random 0..this
     # Abacus training indices: `offset` (one random shift per batch, McLeish et al.) or `random`
     # (each example's indices a sorted random subset of 1..K + abacus_max_offset, Ruoss et al. 2023)
@@ -72,6 +60,7 @@ class ModelConfig:
         for name in ("d_vocab", "d_vocab_out", "n_ctx"):
             require(getattr(self, name) >= 0, f"model.{name} must be >= 0 (0 = from the task)")
         require(self.abacus_max_offset >= 0, "model.abacus_max_offset must be >= 0")
+        POSITIONAL.get(self.pos)  # an unknown name ends in a did-you-mean error
 
 
 @dataclass

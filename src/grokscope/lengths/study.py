@@ -121,14 +121,14 @@ def sweep_spec(spec: StudySpec, out: Path):
     exist but stay untrained -- the point of the comparison)."""
     import tomli_w
 
-    from grokscope.config import POS_CHOICES
     from grokscope.lengths.grid import eval_task
+    from grokscope.registry import POSITIONAL
     from grokscope.sweep.spec import parse_spec
 
-    bad = [p for p in spec.pes if p not in POS_CHOICES]
+    bad = [p for p in spec.pes if p not in POSITIONAL]
     if bad or not spec.pes or len(set(spec.pes)) != len(spec.pes):
         raise GrokscopeError(
-            f"bad --pe {','.join(spec.pes)!r}: give distinct values from {', '.join(POS_CHOICES)}"
+            f"bad --pe {','.join(spec.pes)!r}: give distinct values from {', '.join(POSITIONAL.names())}"
         )
     base, config = study_config(spec)
     lo, hi = spec.train_digits

@@ -18,14 +18,14 @@ digit indices.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from grokscope.errors import GrokscopeError
-
-#: The values `model.pos` accepts (config.py lists the same).
-KINDS = ("learned", "none", "sinusoidal", "rope", "alibi", "abacus", "abacus_rope", "abacus_alibi")
+from grokscope.registry import POSITIONAL
 
 
 class PositionalEncoding(nn.Module):
@@ -293,36 +293,39 @@ def _sum(values) -> torch.Tensor | None:
     return total
 
 
-def _build_one(kind: str, cfg, generator: torch.Generator) -> PositionalEncoding:
-    if kind == "learned":
-        return LearnedPositionalEncoding(cfg.n_ctx, cfg.d_model, generator)
-    if kind == "none":
-        return NoPositionalEncoding()
-    if kind == "sinusoidal":
-        return SinusoidalPositionalEncoding(cfg.d_model)
-    if kind == "rope":
-        return RotaryPositionalEncoding(cfg.d_head)
-    if kind == "alibi":
-        return ALiBiPositionalEncoding(cfg.n_heads)
-    if kind == "abacus":
-        max_offset = getattr(cfg, "abacus_max_offset", 20)
-        return AbacusPositionalEncoding(cfg.n_ctx + max_offset + 1, cfg.d_model, max_offset, generator)
-    if kind == "abacus_rope":
-        return AbacusRotaryEncoding(cfg.d_head, getattr(cfg, "abacus_max_offset", 20))
-    if kind == "abacus_alibi":
-        return AbacusALiBiEncoding(cfg.n_heads, getattr(cfg, "abacus_max_offset", 20))
-    raise GrokscopeError(f"unknown positional encoding {kind!r}; known: {', '.join(KINDS)} (or abacus+X)")
+def _abacus_max_offset(cfg) -> int:
+    return getattr(cfg, "abacus_max_offset", 20)
+
+
+_PARTS: dict[str, Callable[[Any, torch.Generator], PositionalEncoding]] = {
+    "learned": lambda cfg, g: LearnedPositionalEncoding(cfg.n_ctx, cfg.d_model, g),
+    "none": lambda cfg, g: NoPositionalEncoding(),
+    "sinusoidal": lambda cfg, g: SinusoidalPositionalEncoding(cfg.d_model),
+    "rope": lambda cfg, g: RotaryPositionalEncoding(cfg.d_head),
+    "alibi": lambda cfg, g: ALiBiPositionalEncoding(cfg.n_heads),
+    "abacus": lambda cfg, g: AbacusPositionalEncoding(
+        cfg.n_ctx + _abacus_max_offset(cfg) + 1, cfg.d_model, _abacus_max_offset(cfg), g
+    ),
+    "abacus_rope": lambda cfg, g: AbacusRotaryEncoding(cfg.d_head, _abacus_max_offset(cfg)),
+    "abacus_alibi": lambda cfg, g: AbacusALiBiEncoding(cfg.n_heads, _abacus_max_offset(cfg)),
+}
+
+
+def _combined(*kinds: str) -> Callable[[Any, torch.Generator], PositionalEncoding]:
+    return lambda cfg, g: CombinedPositionalEncoding({k: _PARTS[k](cfg, g) for k in kinds})
+
+
+# every value of `model.pos`: each encoding alone, and Abacus digit indices on top of another one
+for _kind, _builder in _PARTS.items():
+    POSITIONAL.register(_kind, _builder)
+for _kind in _PARTS:
+    if _kind not in ("abacus", "none"):
+        POSITIONAL.register(f"abacus+{_kind}", _combined("abacus", _kind))
 
 
 def build_positional(cfg, generator: torch.Generator) -> PositionalEncoding:
-    """The encoding `cfg.pos` names (a ModelConfig with n_ctx resolved); `a+b` combines."""
-    kinds = cfg.pos.split("+")
-    if len(set(kinds)) != len(kinds):
-        raise GrokscopeError(f"bad config: model.pos = {cfg.pos!r} names an encoding twice")
-    if len(kinds) == 1:
-        pe = _build_one(kinds[0], cfg, generator)
-    else:
-        pe = CombinedPositionalEncoding({k: _build_one(k, cfg, generator) for k in kinds})
+    """The encoding `cfg.pos` names (a ModelConfig with n_ctx resolved)."""
+    pe = POSITIONAL.get(cfg.pos)(cfg, generator)
     pe.random_indices = getattr(cfg, "abacus_indices", "offset") == "random"  # read by train_ids
     return pe
 
