@@ -21,11 +21,15 @@ def run_demo(out: Path, preset: str = "mainline", overwrite: bool = False, progr
         result = train(config, out, overwrite=overwrite, progress=progress)
     row = result.last_metrics
     print(f"{out}: trained to step {result.step}; test accuracy {row.get('test_acc', float('nan')):.4f}")
-    from grokscope.analysis.cli import analyzable, run_analyze
+    from grokscope.analysis import analyze_run, applies_to
     from grokscope.report import write_report
 
-    if analyzable(out):
-        run_analyze(out, progress=progress, figures=False)
+    run = Run.open(out)
+    if applies_to(run.config):
+        key = analyze_run(out, progress=progress).key.key_freqs
+        print(
+            f"{out}/analysis/: progress measures at every checkpoint; key frequencies {key or 'none found'}"
+        )
     report = write_report(out)
     print(f"report: {report}")
-    return Run(out).path
+    return run.path

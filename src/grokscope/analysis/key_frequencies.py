@@ -17,9 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from grokscope.analysis.fourier import group_energy_2d, n_freqs
-
-THRESHOLD = 0.85
-MIN_SHARE = 0.02
+from grokscope.analysis.options import MIN_SHARE, THRESHOLD
 
 
 def neuron_freq_fractions(neurons: torch.Tensor, p: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ not grow with their number.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +29,13 @@ import torch
 from grokscope.analysis import progress as pm
 from grokscope.analysis.fourier import basis_names, n_freqs
 from grokscope.analysis.key_frequencies import (
-    MIN_SHARE,
-    THRESHOLD,
     KeyFrequencies,
     key_frequencies,
     neuron_frequencies,
     select_key_freqs,
 )
 from grokscope.analysis.modular_view import check_task, last_mlp_name, modular_outputs
+from grokscope.analysis.options import AnalyzeOptions
 from grokscope.analysis.tables import read_table, write_table
 from grokscope.errors import GrokscopeError
 
@@ -127,29 +127,30 @@ def _resolve_key(run, model, task, key_freqs, threshold, min_share) -> KeyFreque
     return key
 
 
+def applies_to(config) -> bool:
+    """Whether the progress measures apply to a run's config (modular, odd prime p, add/subtract)."""
+    from grokscope.analysis.fourier import check_odd_prime
+    from grokscope.analysis.modular_view import SIGNS
+
+    if config.task.kind != "modular":
+        return False
+    try:
+        check_odd_prime(config.task.p)
+    except GrokscopeError:
+        return False
+    return config.task.op in SIGNS
+
+
 def analyze_run(
-    path: str | Path,
-    key_freqs: list[int] | None = None,
-    per_checkpoint: bool = False,
-    threshold: float = THRESHOLD,
-    min_share: float = MIN_SHARE,
-    chunk: int = 1,
-    recompute: bool = False,
-    progress: bool = False,
-    threads: int | None = 1,
+    path: str | Path, options: AnalyzeOptions | None = None, progress: bool = False, **overrides
 ) -> RunAnalysis:
     """Compute (or update) the progress tables of the run folder at `path`; returns them.
-
-    key_freqs: use these instead of the ones detected on the final checkpoint.
-    per_checkpoint: restricted/excluded losses use the key frequencies detected at each checkpoint.
-    chunk: checkpoints whose logit measures are computed as one batch (all measures take leading
-    checkpoint axes); 1 measured fastest on a 2-core CPU (a [p², p] float64 table already overflows
-    the cache), larger chunks suit a GPU.
-    threads: torch threads while analysing (None: leave as is). One is the default because the work
-    per checkpoint is a few memory-bound passes, which extra threads slow down on a busy machine.
-    """
-    with torch_threads(threads):
-        return _analyze_run(path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress)
+    `overrides` set single options (`analyze_run(path, key_freqs=[4, 11])`)."""
+    o = dataclasses.replace(options or AnalyzeOptions(), **overrides)
+    with torch_threads(o.threads):
+        return _analyze_run(
+            path, o.key_freqs, o.per_checkpoint, o.threshold, o.min_share, o.chunk, o.recompute, progress
+        )
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@
     result = run_sweep(spec, "runs/sweeps/frac", workers=2)          # or engine="ray"
     path, rows = write_summary("runs/sweeps/frac")
 
-Names resolve lazily so that `grokscope.sweep.cli` (imported at CLI start-up) pulls in no torch.
+Names resolve lazily so that `grokscope.cli.sweep` (imported at CLI start-up) pulls in no torch.
 """
 
 from importlib import import_module

@@ -1,16 +1,9 @@
-"""`grokscope <verb>`: a thin shell over the Python API. User errors print one line, no traceback."""
+"""Verbs `train`, `resume`, `presets` and `demo`."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
-from collections.abc import Callable
 from pathlib import Path
-
-from grokscope.errors import GrokscopeError
-
-Handler = Callable[[argparse.Namespace], int | None]
 
 
 def _config_from_args(spec: str, overrides: list[str], steps: int | None):
@@ -64,10 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grokscope", description=__doc__)
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
+def register(sub) -> None:
     p = sub.add_parser("train", help="train a preset or a TOML config into a run folder")
     p.add_argument("config", metavar="PRESET|CONFIG_FILE")
     p.add_argument("--out", help="run folder (default runs/<name>)")
@@ -94,48 +84,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start again even if the folder exists")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=cmd_demo)
-
-    for register in _feature_verbs():
-        register(sub)
-    return parser
-
-
-def _feature_verbs() -> list[Callable]:
-    """Verbs contributed by feature packages (analysis, addition eval, probes, sweeps, ...)."""
-    from grokscope.analysis.cli import register as analysis_verbs
-    from grokscope.evaluation.cli import register as eval_verbs
-    from grokscope.interp.cli import register as interp_verbs
-    from grokscope.lengths.cli import register as lengths_verbs
-    from grokscope.sweep.cli import register as sweep_verbs
-
-    return [analysis_verbs, sweep_verbs, interp_verbs, eval_verbs, lengths_verbs]
-
-
-def _show_note(message, category, filename, lineno, file=None, line=None) -> None:
-    """Notes about a run folder (`run.RunNote`) print as one line; other warnings as Python would."""
-    from grokscope.run import RunNote
-
-    if issubclass(category, RunNote):
-        print(f"grokscope: note: {message}", file=sys.stderr)
-    else:
-        print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    warnings.showwarning = _show_note
-    try:
-        return args.handler(args) or 0
-    except GrokscopeError as e:
-        from grokscope.train import Interrupted
-
-        print(f"grokscope: {e}", file=sys.stderr)
-        return 130 if isinstance(e, Interrupted) else 2
-    except KeyboardInterrupt:
-        print("grokscope: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

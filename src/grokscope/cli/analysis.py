@@ -1,0 +1,62 @@
+"""Verbs `analyze DIR` and `report DIR` (heavy imports stay inside handlers)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from grokscope.cli.options import add_options, options_from_args
+
+
+def _analyze(path, options=None, progress: bool = True, figures: bool = True) -> None:
+    from grokscope.analysis import analyze_run, detect_phases
+
+    t0 = time.perf_counter()
+    result = analyze_run(path, options, progress=progress)
+    n_new = len(result.meta.get("computed_steps", []))
+    phases = detect_phases(result.progress)
+    print(
+        f"{path}/analysis/progress.csv: {len(result.steps)} checkpoints ({n_new} computed now, "
+        f"{time.perf_counter() - t0:.1f} s); key frequencies {result.key.key_freqs or 'none found'}"
+    )
+    print("phases: " + (", ".join(f"{n} {a}-{b}" for n, a, b in phases.spans()) or "none located"))
+    if figures:
+        from grokscope.figures import write_progress_figures
+
+        written = write_progress_figures(path)
+        print(f"{len(written)} figures in {written[0].path.parent}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from grokscope.analysis import AnalyzeOptions
+
+    _analyze(args.dir, options_from_args(AnalyzeOptions, args), not args.quiet, figures=not args.no_figures)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from grokscope.analysis import applies_to
+    from grokscope.report import write_report
+    from grokscope.run import Run
+
+    if not args.no_analyze and applies_to(Run.open(args.dir).config):
+        _analyze(args.dir, progress=not args.quiet, figures=False)
+    print(f"report: {write_report(args.dir)}")
+    return 0
+
+
+def register(sub) -> None:
+    from grokscope.analysis.options import AnalyzeOptions
+
+    p = sub.add_parser("analyze", help="progress measures of a modular-arithmetic run, every checkpoint")
+    p.add_argument("dir", help="run folder")
+    add_options(p, AnalyzeOptions)
+    p.add_argument("--no-figures", action="store_true", help="skip writing DIR/figures/*.png")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=cmd_analyze)
+
+    p = sub.add_parser("report", help="write DIR/report.html: config, headline numbers, phases, figures")
+    p.add_argument("dir", help="run folder")
+    p.add_argument("--no-analyze", action="store_true", help="do not (re)run the progress analysis first")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=cmd_report)
