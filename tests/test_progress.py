@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -267,7 +266,7 @@ def test_cache_computes_only_new_checkpoints(analysed_tiny, tmp_path):
 )
 def test_unsupported_runs_are_clear_errors(tmp_path, overrides, message):
     config = make_config("tiny", *overrides)
-    Run.create(tmp_path / "run", config)
+    Run.create(tmp_path / "run", config, build(config)[0].split_arrays())
     with pytest.raises(GrokscopeError, match=message):
         analyze_run(tmp_path / "run")
 
@@ -283,7 +282,7 @@ def test_non_modular_run_is_a_clear_error(tmp_path):
     if not other:
         pytest.skip("no non-modular preset available")
     config = make_config(other[0])
-    Run.create(tmp_path / "run", dataclasses.replace(config))
+    Run.create(tmp_path / "run", config, build(config)[0].split_arrays())
     with pytest.raises(GrokscopeError, match="modular"):
         analyze_run(tmp_path / "run")
 

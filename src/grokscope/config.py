@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
 import sys
 import types
 import typing
@@ -60,6 +62,17 @@ class ModelConfig:
         for name in ("d_vocab", "d_vocab_out", "n_ctx"):
             require(getattr(self, name) >= 0, f"model.{name} must be >= 0 (0 = from the task)")
         require(self.abacus_max_offset >= 0, "model.abacus_max_offset must be >= 0")
+
+    def n_params_estimate(self) -> int:
+        """Parameters, roughly (vocabulary sizes left at 0 count as 0): for the memory check."""
+        attn = 4 * self.n_heads * self.d_model * self.d_head
+        mlp = 0 if self.attn_only else 2 * self.d_model * self.d_mlp
+        vocab = (self.d_vocab + self.d_vocab_out + self.n_ctx) * self.d_model
+        return self.n_layers * (attn + mlp) + vocab
+
+    def memory_bytes(self) -> int:
+        """Training memory of the weights: float32 weights, gradients and two Adam moments."""
+        return 16 * self.n_params_estimate()
         POSITIONAL.get(self.pos)  # an unknown name ends in a did-you-mean error
 
 
@@ -113,6 +126,9 @@ class TrainConfig:
     grad_clip: float = 0.0
     grokfast: GrokfastConfig = field(default_factory=GrokfastConfig)
     precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16")})
+    # a non-finite loss or gradient: `stop` (keep the last finite state, exit with a message) or
+    # `skip` (leave the weights as they are for that step and go on; counted in metrics)
+    nonfinite: str = field(default="stop", metadata={"choices": ("stop", "skip")})
     eval: ScheduleConfig = field(default_factory=ScheduleConfig)
     checkpoint: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(100, 100, 0))
     stop_at_test_acc: float | None = None
@@ -134,6 +150,10 @@ class TrainConfig:
         require(0 <= self.lr_min <= self.lr, "train.lr_min must be in [0, train.lr]")
         require(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
         require(self.threads >= 0, "train.threads must be >= 0 (0 = torch's default)")
+        require(0 <= self.momentum < 1, "train.momentum must be in [0, 1)")
+        require(self.state_every_s > 0, "train.state_every_s must be > 0 (seconds between state saves)")
+        if self.stop_at_test_loss is not None:
+            require(self.stop_at_test_loss >= 0, "train.stop_at_test_loss must be >= 0")
         self.grokfast.validate()
         self.eval.validate("train.eval")
         self.checkpoint.validate("train.checkpoint")
@@ -152,9 +172,28 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
+        require(
+            bool(self.name)
+            and self.name not in (".", "..")
+            and not any(c in self.name for c in "/\\\0")
+            and self.name.strip() == self.name,
+            f"name = {self.name!r} must be a single folder name (no /, \\, .. or NUL): runs go to "
+            "runs/<name>, and --out is the way to choose another place",
+        )
+        require(0 <= self.seed < 2**63, f"seed = {self.seed} must be in [0, 2**63)")
         self.task.validate()
         self.model.validate()
         self.train.validate()
+        need = {"model": self.model.memory_bytes()}
+        if hasattr(self.task, "memory_bytes"):
+            need.update(self.task.memory_bytes(self.train.batch_size))
+        budget = memory_budget()
+        for what, n in need.items():
+            require(
+                n <= budget,
+                f"the {what} needs about {n / 1e9:,.1f} GB, more than half of this machine's memory "
+                f"({2 * budget / 1e9:,.1f} GB); make it smaller (or set train.batch_size for a batch)",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(dataclasses.asdict(self))
@@ -216,7 +255,16 @@ def _coerce(value: Any, hint: Any, fld: dataclasses.Field, key: str) -> Any:
         (item,) = args
         return [_coerce(v, item, fld, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise GrokscopeError(f"bad config: `{key}` must be a finite number, got {value!r}")
+    if (
+        hint is int
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and not -(2**63) <= value < 2**63
+    ):
+        raise GrokscopeError(f"bad config: `{key}` = {value} is out of range (it must fit in 64 bits)")
     if hint is Any:
         return value
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
@@ -267,9 +315,21 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise GrokscopeError(f"no such config file: {path}") from None
-    except tomllib.TOMLDecodeError as e:
+    except IsADirectoryError:
+        raise GrokscopeError(f"{path} is a folder, not a config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise GrokscopeError(f"{path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise GrokscopeError(f"cannot read {path}: {e.strerror}") from None
 
 
 def dumps_toml(data: dict[str, Any]) -> str:
     return tomli_w.dumps(_drop_none(data))
+
+
+def memory_budget() -> int:
+    """Bytes a run may plan to use: half of this machine's physical memory (8 GB if unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 10**9

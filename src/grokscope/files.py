@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from pathlib import Path
 
 import torch
@@ -42,9 +43,36 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+#: weights files past this size are refused unread (grokscope's models are small; a crafted link to
+#: a device or a huge file must not exhaust memory)
+MAX_TENSOR_FILE_BYTES = 16 * 2**30
+
+
+def check_regular_file(path: Path, max_bytes: int = MAX_TENSOR_FILE_BYTES) -> None:
+    """Refuse, unread, anything but a regular file of a sane size (raises FileNotFoundError if absent)."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise GrokscopeError(
+            f"{path} is not a regular file (a link to a device or a folder?); refusing to read it"
+        )
+    if info.st_size > max_bytes:
+        raise GrokscopeError(
+            f"{path} is {info.st_size / 2**30:.1f} GiB, larger than any grokscope file; refusing to read it"
+        )
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file (never unpickles); any damage becomes a clear error."""
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise GrokscopeError(
+                f"{path} is not a regular file (a link to a device or a folder?); refusing to read it"
+            )
+        if info.st_size > MAX_TENSOR_FILE_BYTES:
+            raise GrokscopeError(
+                f"{path} is {info.st_size / 2**30:.0f} GiB, far larger than any weights file; refusing to read it"
+            )
         return load_torch_bytes(path.read_bytes())
     except FileNotFoundError:
         raise GrokscopeError(f"missing file: {path}") from None

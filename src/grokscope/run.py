@@ -16,9 +16,11 @@ a temporary name and renamed into place, so a crash leaves the old or the new fi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
+import os
 import platform
 import re
 import shutil
@@ -38,7 +40,7 @@ from safetensors.torch import save as save_torch
 import grokscope
 from grokscope.config import ModelConfig, RunConfig, dumps_toml, from_dict, read_toml
 from grokscope.errors import GrokscopeError
-from grokscope.files import atomic_write_bytes, atomic_write_text, read_tensors
+from grokscope.files import atomic_write_bytes, atomic_write_text, check_regular_file, read_tensors
 from grokscope.model import Transformer
 from grokscope.tasks import Task, build_task
 from grokscope.tasks.split import InvalidSplit
@@ -113,28 +115,114 @@ class Run:
         self.path = Path(path)
 
     # ------------------------------------------------------------------ create / open
+    @staticmethod
+    def is_run(path: str | Path) -> bool:
+        """Whether `path` holds a grokscope run: a config.toml with grokscope's [meta] table."""
+        try:
+            meta = read_toml(Path(path) / "config.toml").get("meta")
+        except (GrokscopeError, OSError):
+            return False
+        return isinstance(meta, dict) and isinstance(meta.get("format_version"), int)
+
     @classmethod
-    def create(cls, path: str | Path, config: RunConfig, overwrite: bool = False) -> Run:
-        run = cls(path)
-        if run.path.exists() and any(run.path.iterdir()):
-            if not overwrite:
-                raise GrokscopeError(
-                    f"{run.path} already exists and is not empty; choose another --out, "
-                    "resume it with `grokscope resume`, or pass --overwrite to replace it"
-                )
-            if not (run.path / "config.toml").is_file():
-                raise GrokscopeError(f"refusing to overwrite {run.path}: it is not a grokscope run folder")
-            shutil.rmtree(run.path)
-        run.path.mkdir(parents=True, exist_ok=True)
-        (run.path / "checkpoints").mkdir()
-        (run.path / "state").mkdir()
-        data = config.to_dict()
-        data["meta"] = {
-            "format_version": grokscope.RUN_FORMAT_VERSION,
-            "versions": library_versions(),
-        }
-        atomic_write_text(run.path / "config.toml", dumps_toml(data))
-        return run
+    def create(
+        cls, path: str | Path, config: RunConfig, split: dict[str, np.ndarray], overwrite: bool = False
+    ) -> Run:
+        """A new run folder at `path` holding `config` and `split`, written aside and then moved
+        into place, so a failure leaves nothing half-made; with `overwrite` an existing grokscope
+        run there is replaced in the same swap (anything else is never deleted)."""
+        target = Path(path)
+        parent = target.parent
+        if target.exists() and not target.is_dir():
+            raise GrokscopeError(f"{target} is a file, not a folder; choose another --out")
+        for up in (parent, *parent.parents):
+            if up.exists():
+                if not up.is_dir():
+                    raise GrokscopeError(f"{target} cannot be made: {up} is a file; choose another --out")
+                break
+        existing = target.is_dir() and any(target.iterdir())
+        if existing and not overwrite:
+            raise GrokscopeError(
+                f"{target} already exists and is not empty; choose another --out, "
+                "resume it with `grokscope resume`, or pass --overwrite to replace it"
+            )
+        if existing and not cls.is_run(target):
+            raise GrokscopeError(
+                f"refusing to overwrite {target}: it is not a grokscope run folder (no config.toml with "
+                "grokscope's [meta]); nothing was changed. Choose another --out"
+            )
+        if existing:
+            cls(target)._check_unlocked()
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise GrokscopeError(f"cannot make {parent}: {e.strerror}; choose another --out") from None
+        staging = parent / f".{target.name}.new-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)  # our own leftover from a crash of this very pid: never user data
+        try:
+            staging.mkdir()
+            (staging / "checkpoints").mkdir()
+            (staging / "state").mkdir()
+            data = config.to_dict()
+            data["meta"] = {"format_version": grokscope.RUN_FORMAT_VERSION, "versions": library_versions()}
+            atomic_write_text(staging / "config.toml", dumps_toml(data))
+            cls(staging).write_split(split)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise GrokscopeError(f"cannot write the run folder next to {target}: {e.strerror}") from None
+        except GrokscopeError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if existing:
+            old = parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if target.is_dir():
+                target.rmdir()  # an empty folder the user made for the run
+            os.replace(staging, target)
+        return cls(target)
+
+    # ------------------------------------------------------------------ one writer at a time
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    def _check_unlocked(self) -> None:
+        pid = _lock_owner(self.lock_path)
+        if pid is not None and _alive(pid):
+            raise GrokscopeError(
+                f"{self.path} is in use by another grokscope process (pid {pid}); wait for it to finish "
+                f"or stop it (if no such process runs, delete {self.lock_path})"
+            )
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's writer lock (a file with our pid) while training writes into it; a lock
+        whose process is gone is stale and taken over."""
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._check_unlocked()
+                with contextlib.suppress(FileNotFoundError):
+                    self.lock_path.unlink()
+                continue
+            except OSError as e:
+                raise GrokscopeError(f"cannot write in {self.path}: {e.strerror}") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            break
+        else:
+            raise GrokscopeError(f"could not take the lock {self.lock_path}; try again")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                if _lock_owner(self.lock_path) == os.getpid():
+                    self.lock_path.unlink()
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
@@ -157,7 +245,10 @@ class Run:
         return read_toml(self.path / "config.toml")
 
     def meta(self) -> dict[str, Any]:
-        return self.raw_config().get("meta", {})
+        meta = self.raw_config().get("meta", {})
+        if not isinstance(meta, dict):
+            raise GrokscopeError(f"{self.path}/config.toml has a [meta] that is not a table; it is damaged")
+        return meta
 
     @cached_property
     def config(self) -> RunConfig:
@@ -242,9 +333,10 @@ class Run:
 
     def read_split(self) -> dict[str, np.ndarray] | None:
         path = self.split_path
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             return None
         try:
+            check_regular_file(path)
             return load_numpy(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise GrokscopeError(f"{path} is corrupt ({e}); the run's split cannot be recovered") from None
@@ -317,20 +409,50 @@ class Run:
             raise
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """All complete rows; a last line cut off by a crash is ignored."""
-        if not self.metrics_path.is_file():
-            return []
-        rows = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        """The valid rows of metrics.jsonl. A last line cut off by a crash is dropped silently; any
+        other damaged line is named once (a RunNote) and skipped, the rest of the folder intact."""
+        rows, damaged = self._scan_metrics()
+        if damaged:
+            warnings.warn(
+                f"{self.metrics_path} {damaged[0]}"
+                + (f" (and {len(damaged) - 1} more lines)" if len(damaged) > 1 else "")
+                + f"; using its {len(rows)} valid rows, the rest of the folder is intact",
+                RunNote,
+                stacklevel=2,
+            )
         return rows
 
+    def _scan_metrics(self) -> tuple[list[dict[str, Any]], list[str]]:
+        try:
+            data = self.metrics_path.read_bytes()
+        except FileNotFoundError:
+            return [], []
+        except OSError as e:
+            raise GrokscopeError(f"cannot read {self.metrics_path}: {e.strerror}") from None
+        lines = data.split(b"\n")
+        complete = lines[:-1]  # the part after the last newline is a row being written (or nothing)
+        rows, damaged = [], []
+        for i, line in enumerate(complete, 1):
+            try:
+                row = json.loads(line.decode())
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                damaged.append(f"line {i} is not a metrics row ({type(e).__name__})")
+                continue
+            step = row.get("step") if isinstance(row, dict) else None
+            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+                damaged.append(f"line {i} is not a metrics row (no whole-number step)")
+                continue
+            rows.append(row)
+        return rows, damaged
+
     def truncate_metrics(self, before_step: int) -> None:
-        """Keep only rows for steps before `before_step` (a resume recomputes the rest identically)."""
-        rows = [r for r in self.read_metrics() if r["step"] < before_step]
+        """Keep only valid rows for steps before `before_step` (a resume recomputes the rest
+        identically); a damaged file is first kept aside as metrics.jsonl.damaged."""
+        rows, damaged = self._scan_metrics()
+        if damaged:
+            shutil.copyfile(self.metrics_path, self.path / "metrics.jsonl.damaged")
+            print(f"note: {self.metrics_path} {damaged[0]}; a copy is in metrics.jsonl.damaged")
+        rows = [r for r in rows if r["step"] < before_step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -342,3 +464,23 @@ def _summarize(steps: list[int]) -> str:
     if len(steps) <= 6:
         return "steps " + ", ".join(map(str, steps))
     return f"{len(steps)} checkpoints from step {steps[0]} to {steps[-1]}"
+
+
+def _lock_owner(path: Path) -> int | None:
+    try:
+        text = path.read_text()[:32].strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -29,7 +29,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from grokscope.train import resume
 
-    result = resume(args.dir, steps=args.steps, progress=not args.quiet)
+    result = resume(
+        args.dir, steps=args.steps, progress=not args.quiet, accept_config_change=args.accept_config_change
+    )
     _print_result(result)
     return 0
 
@@ -70,6 +72,11 @@ def register(sub) -> None:
     p = sub.add_parser("resume", help="continue a stopped run from its saved state")
     p.add_argument("dir")
     p.add_argument("--steps", type=int, help="continue to this many total steps")
+    p.add_argument(
+        "--accept-config-change",
+        action="store_true",
+        help="go on although config.toml was edited since the state was saved (recorded in the folder)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=cmd_resume)
 

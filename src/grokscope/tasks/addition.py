@@ -168,7 +168,7 @@ class AdditionTask(Task):
         self.length_probs = smp.length_probs(cfg.min_digits, self.M, cfg.sampling, cfg.short_weight)
         self.split_seed = seed if cfg.split_seed is None else cfg.split_seed
 
-        g = torch.Generator().manual_seed(self.split_seed * 7919 + 17)
+        g = torch.Generator().manual_seed((self.split_seed * 7919 + 17) % 2**63)
         if cfg.n_train:
             both = self._draw_distinct(cfg.n_train + cfg.n_test, g)
             # draw order favours small (len a, len b) cells early (they run out of fresh pairs
@@ -316,7 +316,7 @@ class AdditionTask(Task):
             else:
                 train = self.sample(cfg.n_test, seed=self.split_seed * 7919 + 29)
             evals = {"train": train, "test": self.encode(self.test_ops)}
-            g = torch.Generator().manual_seed(self.split_seed * 7919 + 31)
+            g = torch.Generator().manual_seed((self.split_seed * 7919 + 31) % 2**63)
             if cfg.n_stress:
                 for k in range(N_CLASSES):
                     ops = self.stress_operands(k, cfg.n_stress, g)

@@ -24,7 +24,7 @@ class GeneratedTask(Task):
         raise NotImplementedError
 
     def _setup_split(self, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed * 7919 + 101)
+        g = torch.Generator().manual_seed((seed * 7919 + 101) % 2**63)
         self._test = self.generate(g, self.n_test)
         self._train = self.generate(g, self.n_train) if self.n_train else None
         self._train_eval = self._train if self._train is not None else self.generate(g, self.n_test)

@@ -27,6 +27,16 @@ class ModularConfig:
     frac_train: float = 0.3
     split_seed: int | None = None
 
+    def memory_bytes(self, batch_size: int) -> dict[str, int]:
+        """What the task will allocate: every pair's tokens (int64, kept twice: all and split), and
+        a full batch's float64 logits with their log-softmax and gradient."""
+        n, n_train = self.p**2, int(self.frac_train * self.p**2)
+        rows = n_train if batch_size <= 0 else min(batch_size, n_train)
+        return {
+            f"task (p = {self.p}: {n:,} examples)": 2 * 4 * 8 * n,
+            f"training batch ({rows:,} examples x {self.p} logits)": 3 * 8 * rows * self.p,
+        }
+
     def validate(self) -> None:
         require(self.p >= 2, f"task.p must be >= 2, got {self.p}")
         require(0 < self.frac_train < 1, f"task.frac_train must be in (0, 1), got {self.frac_train}")

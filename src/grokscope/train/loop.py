@@ -8,6 +8,7 @@ its last state retraces exactly the steps an uninterrupted run takes.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from grokscope.config import RunConfig, dumps_toml
 from grokscope.errors import GrokscopeError
@@ -26,6 +26,7 @@ from grokscope.run import Run, build, load_weights
 from grokscope.tasks import Task
 from grokscope.train.evaluate import autocast, evaluate, loss_and_stats
 from grokscope.train.optim import Grokfast, build_optimizer, lr_at
+from grokscope.train.progress import progress_bar
 
 
 class Interrupted(GrokscopeError):
@@ -43,14 +44,24 @@ class TrainResult:
 def train(config: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Create a run folder at `out` and train `config` in it."""
     task, model = build(config)
-    run = Run.create(out, config, overwrite=overwrite)
-    run.write_split(task.split_arrays())
-    return Trainer(run, config, task, model).run(progress=progress)
+    build_optimizer(list(model.parameters()), config.train)  # every setting is usable before any write
+    run = Run.create(out, config, task.split_arrays(), overwrite=overwrite)
+    with run.lock():
+        return Trainer(run, config, task, model).run(progress=progress)
 
 
-def resume(path: str | Path, steps: int | None = None, progress: bool = True) -> TrainResult:
-    """Continue the run in `path` from its last saved state, to `steps` total steps if given."""
+def resume(
+    path: str | Path, steps: int | None = None, progress: bool = True, accept_config_change: bool = False
+) -> TrainResult:
+    """Continue the run in `path` from its last saved state, to `steps` total steps if given.
+    A config.toml edited since that state was saved is refused (the folder would no longer say how
+    its weights were made) unless `accept_config_change`, which records the change in the folder."""
     run = Run.open(path)
+    with run.lock():
+        return _resume(run, steps, progress, accept_config_change)
+
+
+def _resume(run: Run, steps: int | None, progress: bool, accept_config_change: bool) -> TrainResult:
     config, task = run.config, run.task  # the task trains on the folder's saved split
     state = run.load_state()
     if state is None and (run.checkpoint_steps() or run.read_metrics()):
@@ -64,6 +75,7 @@ def resume(path: str | Path, steps: int | None = None, progress: bool = True) ->
     trainer = Trainer(run, config, task, run.new_model())
     if state is not None:
         trainer.restore(*state)
+        _check_config_unchanged(run, state[1], accept_config_change, trainer.step)
     past_early_stop = (
         steps is not None and steps > trainer.step and trainer.finished_reason.startswith("stop_at")
     )
@@ -87,6 +99,49 @@ def resume(path: str | Path, steps: int | None = None, progress: bool = True) ->
     return trainer.run(progress=progress)
 
 
+#: settings a resume may change without changing how the weights are made
+_FREE_TO_CHANGE = {"name", "train.steps", "train.threads", "train.state_every_s"}
+
+
+def weight_settings(config: RunConfig) -> dict[str, Any]:
+    """The config as flat dotted settings, less those a resume may change (`_FREE_TO_CHANGE`)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            flat[prefix[:-1]] = value
+
+    walk("", config.to_dict())
+    return {k: v for k, v in flat.items() if k not in _FREE_TO_CHANGE}
+
+
+def _check_config_unchanged(run: Run, info: dict[str, Any], accept: bool, step: int) -> None:
+    saved = info.get("config")
+    if not isinstance(saved, dict):
+        return  # a state from before grokscope recorded its config
+    now = weight_settings(run.config)
+    changed = {
+        k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)
+    }
+    if not changed:
+        return
+    listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+    if not accept:
+        raise GrokscopeError(
+            f"{run.path}/config.toml was edited after its state was saved ({listing}); resuming would "
+            "leave a folder that no longer says how its weights were made. Undo the edit, or pass "
+            "--accept-config-change to go on and record the change in config_changes.jsonl"
+        )
+    with open(run.path / "config_changes.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "changes": {k: list(v) for k, v in changed.items()}}) + "\n")
+    print(
+        f"note: continuing with the edited config from step {step} ({listing}); recorded in config_changes.jsonl"
+    )
+
+
 class Trainer:
     def __init__(self, run: Run, config: RunConfig, task: Task, model: Transformer):
         self.folder, self.config, self.task, self.model = run, config, task, model
@@ -95,6 +150,7 @@ class Trainer:
         self.optimizer = build_optimizer(list(self.params.values()), self.cfg)
         self.grokfast = Grokfast(self.cfg.grokfast, self.params) if self.cfg.grokfast.enabled else None
         self.step = 0
+        self.skipped_steps = 0  # updates skipped for a non-finite loss (train.nonfinite = "skip")
         self.elapsed_s = 0.0
         self.finished_reason = ""
         self.early_stop = True
@@ -115,6 +171,8 @@ class Trainer:
             "step": self.step,
             "elapsed_s": elapsed_s,
             "finished_reason": self.finished_reason,
+            "skipped_steps": self.skipped_steps,
+            "config": weight_settings(self.config),
             "param_groups": sd["param_groups"],
             "optim_scalars": {
                 str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in sd["state"].items()
@@ -148,6 +206,7 @@ class Trainer:
             raise GrokscopeError(f"the state file of {self.folder.path} is corrupt (step {step!r})")
         self.step = step
         self.elapsed_s = float(info.get("elapsed_s", 0.0))
+        self.skipped_steps = int(info.get("skipped_steps", 0))
         self.finished_reason = info.get("finished_reason", "")
 
     # ------------------------------------------------------------------ loop
@@ -163,7 +222,7 @@ class Trainer:
         started = time.perf_counter() - self.elapsed_s
         last_state_save = time.perf_counter()
         model.train()
-        bar = tqdm(total=total, initial=self.step, disable=not progress, dynamic_ncols=True, leave=True)
+        bar = progress_bar(total, self.step, progress)
         with _catch_signals(self), bar:
             while True:
                 s = self.step
@@ -197,7 +256,16 @@ class Trainer:
                 if cfg.checkpoint.due(s) or time.perf_counter() - last_state_save > cfg.state_every_s:
                     self.save_state(time.perf_counter() - started)
                     last_state_save = time.perf_counter()
-                self._update(loss)
+                if not self._update(loss):
+                    if cfg.nonfinite == "stop":
+                        self.save_state(time.perf_counter() - started)  # still the finite weights of step s
+                        raise GrokscopeError(
+                            f"the training loss or its gradient is not finite at step {s} (loss "
+                            f"{loss.item():.4g}); training stopped before that update, so the state and "
+                            f"checkpoints in {run.path} are finite. Lower train.lr, add train.grad_clip, or "
+                            "set train.nonfinite = 'skip' to skip such steps"
+                        )
+                    self.skipped_steps += 1
                 self.step += 1
                 bar.update(1)
                 if self._stop_signal:
@@ -208,14 +276,22 @@ class Trainer:
                     )
         return TrainResult(run, self.step, self.finished_reason, last_row)
 
-    def _update(self, loss: torch.Tensor) -> None:
+    def _update(self, loss: torch.Tensor) -> bool:
+        """One optimizer step; False, changing nothing, when the loss or a gradient is not finite."""
         self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return False
         loss.backward()
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        if not torch.stack([g.isfinite().all() for g in grads]).all():
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
         if self.grokfast:
             self.grokfast.apply()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params.values(), self.cfg.grad_clip)
         self.optimizer.step()
+        return True
 
     def _metrics_row(self, step: int, evals, train_stats, started: float) -> dict[str, Any]:
         positions, precision = self.task.loss_positions, self.cfg.precision
@@ -232,6 +308,8 @@ class Trainer:
         with torch.no_grad():
             row["weight_norm_sq"] = sum(p.double().pow(2).sum() for p in self.params.values()).item()
         row["lr"] = lr_at(step, self.cfg)
+        if self.skipped_steps:
+            row["skipped_steps"] = self.skipped_steps
         row["elapsed_s"] = round(time.perf_counter() - started, 3)
         return row
 
