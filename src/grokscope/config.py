@@ -20,6 +20,7 @@ from typing import Any
 import tomli_w
 
 from grokscope.errors import GrokscopeError, require
+from grokscope.files import read_bytes
 from grokscope.registry import POSITIONAL, TASKS
 
 if sys.version_info >= (3, 11):
@@ -151,7 +152,10 @@ class TrainConfig:
         require(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
         require(self.threads >= 0, "train.threads must be >= 0 (0 = torch's default)")
         require(0 <= self.momentum < 1, "train.momentum must be in [0, 1)")
-        require(self.state_every_s > 0, "train.state_every_s must be > 0 (seconds between state saves)")
+        require(
+            self.state_every_s >= 0,
+            "train.state_every_s must be >= 0 (seconds between state saves; 0 = every step)",
+        )
         if self.stop_at_test_loss is not None:
             require(self.stop_at_test_loss >= 0, "train.stop_at_test_loss must be >= 0")
         self.grokfast.validate()
@@ -311,8 +315,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def read_toml(path: Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(read_bytes(Path(path), max_bytes=16 * 2**20).decode())
     except FileNotFoundError:
         raise GrokscopeError(f"no such config file: {path}") from None
     except IsADirectoryError:

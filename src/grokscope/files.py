@@ -11,10 +11,11 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_torch_bytes
+if TYPE_CHECKING:
+    import torch
+
 
 from grokscope.errors import GrokscopeError
 
@@ -61,8 +62,17 @@ def check_regular_file(path: Path, max_bytes: int = MAX_TENSOR_FILE_BYTES) -> No
         )
 
 
+def read_bytes(path: Path, max_bytes: int = MAX_TENSOR_FILE_BYTES) -> bytes:
+    """A file's bytes, after `check_regular_file` (so a link to /dev/zero cannot exhaust memory)."""
+    check_regular_file(path, max_bytes)
+    return path.read_bytes()
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file (never unpickles); any damage becomes a clear error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_torch_bytes
+
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):

@@ -40,7 +40,13 @@ from safetensors.torch import save as save_torch
 import grokscope
 from grokscope.config import ModelConfig, RunConfig, dumps_toml, from_dict, read_toml
 from grokscope.errors import GrokscopeError
-from grokscope.files import atomic_write_bytes, atomic_write_text, check_regular_file, read_tensors
+from grokscope.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_regular_file,
+    read_bytes,
+    read_tensors,
+)
 from grokscope.model import Transformer
 from grokscope.tasks import Task, build_task
 from grokscope.tasks.split import InvalidSplit
@@ -424,7 +430,7 @@ class Run:
 
     def _scan_metrics(self) -> tuple[list[dict[str, Any]], list[str]]:
         try:
-            data = self.metrics_path.read_bytes()
+            data = read_bytes(self.metrics_path)
         except FileNotFoundError:
             return [], []
         except OSError as e:
