@@ -12,7 +12,6 @@ import torch
 import grokscope.train  # noqa: F401  (import before grokscope.loading)
 from grokscope.analysis import analyze_run, detect_phases, load_analysis
 from grokscope.analysis import progress as pm
-from grokscope.analysis.grid_forward import grid_fast_path_ok
 from grokscope.analysis.modular_view import modular_outputs
 from grokscope.errors import GrokscopeError
 from grokscope.loading import build, load_run
@@ -152,33 +151,6 @@ def test_hand_built_model_measures():
     assert m["sum_sq_weights"] == pytest.approx(pm.total_sum_sq_weights(model))
     norms = pm.fourier_norms_W_E(model.embed.W_E.detach(), p)
     assert norms[3].item() == pytest.approx(math.sqrt(p / 2), rel=1e-6)  # row 3 = cos 2
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        [],
-        ["model.act=gelu", "model.attn_bias=true", "model.unembed_bias=true"],
-        ["model.pos=none", "model.mlp_bias=false"],
-    ],
-)
-def test_grid_fast_path_equals_model_forward(overrides):
-    task, model = build(
-        make_config("tiny", "task.p=11", "model.d_model=16", "model.d_mlp=24", "model.d_head=4", *overrides)
-    )
-    with torch.no_grad():
-        for prm in model.parameters():
-            prm.add_(0.3 * torch.randn_like(prm))
-    assert grid_fast_path_ok(model)
-    fast, slow = modular_outputs(model, task), modular_outputs(model, task, fast=False)
-    assert torch.allclose(fast.logits, slow.logits, atol=1e-5)
-    assert torch.allclose(fast.neurons, slow.neurons, atol=1e-5)
-
-
-def test_fast_path_declines_layer_norm_and_depth():
-    for o in (["model.layer_norm=true"], ["model.n_layers=2"]):
-        _, model = build(make_config("tiny", *o))
-        assert not grid_fast_path_ok(model)
 
 
 # ---------------------------------------------------------------------------- the tiny run

@@ -29,9 +29,18 @@ KINDS = ("learned", "none", "sinusoidal", "rope", "alibi", "abacus", "abacus_rop
 
 
 class PositionalEncoding(nn.Module):
-    #: True when the residual input at a position depends only on (token, position index), which
-    #: lets the model precompute layer 0's projections per (token, position).
-    absolute_only: bool = True
+    """The interface. Each encoding declares the flags below explicitly; the model's fast paths are
+    chosen from them alone (`Transformer.fast_path_ok`), so a new encoding that leaves them at
+    their defaults (False) gets the general forward pass, which is always right."""
+
+    #: True when the residual input at a position depends only on (token, position index) -- no
+    #: per-token ids in the residual -- which lets the model precompute layer 0's projections per
+    #: (token, position). Rotations and score biases are still applied afterwards.
+    absolute_only: bool = False
+    #: True when positions enter only the residual stream (`residual`): no rotation of queries or
+    #: keys, no score bias, no per-token ids. Attention then depends on the residual vectors alone,
+    #: which the one-layer [a, b, =] grid path relies on. Implies `absolute_only`.
+    residual_only: bool = False
     #: True when the encoding reads per-token ids from the task (`batch.meta["digit_index"]`).
     needs_ids: bool = False
     #: True when `rotate` or `score_bias` read those per-token ids (the model passes them to attention).
@@ -42,11 +51,11 @@ class PositionalEncoding(nn.Module):
     random_indices: bool = False
 
     def residual(self, n_pos: int) -> torch.Tensor | None:
-        """[n_pos, d_model] added at positions 0..n_pos-1, or None."""
+        """[pos, d_model] added at positions 0..n_pos-1, or None."""
         return None
 
     def residual_ids(self, pos_ids: torch.Tensor) -> torch.Tensor | None:
-        """[B, T, d_model] added per token from task-supplied ids [B, T], or None."""
+        """[batch, pos, d_model] added per token from task-supplied ids `pos_ids` [batch, pos], or None."""
         return None
 
     def train_ids(self, pos_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -61,15 +70,16 @@ class PositionalEncoding(nn.Module):
         return torch.where(pos_ids > 0, pos_ids + offset, pos_ids)
 
     def rotate(self, x: torch.Tensor, pos: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, T, H, d_head] at positions pos [T] (per-token ids [B, T] when `attends_ids`),
-        rotated (RoPE) or unchanged."""
+        """x [batch, pos, head_index, d_head] at positions `pos` [pos] (per-token ids [batch, pos]
+        when `attends_ids`), rotated (RoPE) or unchanged."""
         return x
 
     def score_bias(
         self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_ids: torch.Tensor | None = None, k_ids=None
     ) -> torch.Tensor | None:
-        """[H, Tq, Tk] (or [B, H, Tq, Tk], or broadcastable) added to attention scores, or None.
-        q_ids [B, Tq] / k_ids [B, Tk]: the digit ids of queries and keys, when `attends_ids`."""
+        """[head_index, query_pos, key_pos] (or [batch, head_index, query_pos, key_pos], or
+        broadcastable) added to attention scores, or None. q_ids [batch, query_pos] / k_ids
+        [batch, key_pos]: the digit ids of queries and keys, when `attends_ids`."""
         return None
 
 
@@ -89,9 +99,15 @@ def random_subset_ids(pos_ids: torch.Tensor, max_offset: int, generator: torch.G
 class NoPositionalEncoding(PositionalEncoding):
     """NoPE: causal attention alone carries order (Kazemnejad et al. 2023). No parameters."""
 
+    absolute_only = True
+    residual_only = True
+
 
 class LearnedPositionalEncoding(PositionalEncoding):
     """A learned vector per position, `pos_embed.W_pos [n_ctx, d_model]`."""
+
+    absolute_only = True
+    residual_only = True
 
     def __init__(self, n_ctx: int, d_model: int, generator: torch.Generator):
         super().__init__()
@@ -109,7 +125,7 @@ class LearnedPositionalEncoding(PositionalEncoding):
 
 
 def sinusoidal_table(pos: torch.Tensor, d_model: int, base: float = 10000.0) -> torch.Tensor:
-    """PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(p / base^(2i/d)); [len(pos), d_model]."""
+    """PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(p / base^(2i/d)); [pos, d_model]."""
     i = torch.arange(0, d_model, 2, dtype=torch.float64)
     angle = pos.to(torch.float64)[:, None] / base ** (i / d_model)
     table = torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(len(pos), -1)
@@ -118,6 +134,9 @@ def sinusoidal_table(pos: torch.Tensor, d_model: int, base: float = 10000.0) -> 
 
 class SinusoidalPositionalEncoding(PositionalEncoding):
     """Fixed sin/cos vectors (Vaswani et al. 2017): no parameters, defined at every position."""
+
+    absolute_only = True
+    residual_only = True
 
     def __init__(self, d_model: int):
         super().__init__()
@@ -135,6 +154,8 @@ class RotaryPositionalEncoding(PositionalEncoding):
     so that q.k depends on positions only through their difference. Hooks `hook_q`/`hook_k` see
     the unrotated vectors."""
 
+    absolute_only = True  # rotates q and k, so not residual_only
+
     def __init__(self, d_head: int, base: float = 10000.0):
         super().__init__()
         if d_head % 2:
@@ -149,9 +170,10 @@ class RotaryPositionalEncoding(PositionalEncoding):
 
 
 def rotate_pairs(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """RoPE: x [B, T, H, d_head] rotated by positions pos, [T] (shared) or [B, T] (per example)."""
-    angle = pos.to(torch.float64)[..., None] * inv_freq  # [(B,) T, d_head/2]
-    cos = angle.cos().to(x.dtype)[..., None, :]  # [(B,) T, 1, d_head/2] broadcasts over heads
+    """RoPE: x [batch, pos, head_index, d_head] rotated by positions `pos`, [pos] (shared) or
+    [batch, pos] (per example)."""
+    angle = pos.to(torch.float64)[..., None] * inv_freq  # [(batch,) pos, d_head/2]
+    cos = angle.cos().to(x.dtype)[..., None, :]  # [(batch,) pos, 1, d_head/2] broadcasts over heads
     sin = angle.sin().to(x.dtype)[..., None, :]
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
@@ -164,6 +186,7 @@ class AbacusRotaryEncoding(RotaryPositionalEncoding):
     indices by a random offset like Abacus does, which leaves digit-digit scores unchanged and
     varies only the distance to non-digit tokens. No parameters."""
 
+    absolute_only = True  # its ids enter attention only, not the residual
     needs_ids = True
     attends_ids = True
 
@@ -194,12 +217,14 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 class ALiBiPositionalEncoding(PositionalEncoding):
     """ALiBi (Press et al. 2022): score bias -slope_h * (q_pos - k_pos); no parameters."""
 
+    absolute_only = True  # biases scores, so not residual_only
+
     def __init__(self, n_heads: int):
         super().__init__()
         self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
 
     def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_ids=None, k_ids=None) -> torch.Tensor:
-        distance = (q_pos[:, None] - k_pos[None, :]).float()  # [Tq, Tk]; > 0 for past keys
+        distance = (q_pos[:, None] - k_pos[None, :]).float()  # [query_pos, key_pos]; > 0 for past keys
         return -self.slopes[:, None, None] * distance
 
 
@@ -209,6 +234,8 @@ class AbacusALiBiEncoding(PositionalEncoding):
     (a digit's own column and its neighbours keep the same bias however long the numbers are).
     Non-digit tokens have index 0. Training shifts digit indices like Abacus (digit-digit biases
     unchanged). No parameters; grokscope's own variant."""
+
+    absolute_only = True  # its ids enter attention only, not the residual
 
     needs_ids = True
     attends_ids = True
@@ -221,7 +248,7 @@ class AbacusALiBiEncoding(PositionalEncoding):
     def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_ids=None, k_ids=None) -> torch.Tensor:
         if q_ids is None or k_ids is None:
             raise GrokscopeError("model.pos = abacus_alibi needs per-token digit ids in attention")
-        distance = (q_ids[:, :, None] - k_ids[:, None, :]).abs().float()  # [B, Tq, Tk]
+        distance = (q_ids[:, :, None] - k_ids[:, None, :]).abs().float()  # [batch, query_pos, key_pos]
         return -self.slopes[None, :, None, None] * distance[:, None]
 
 
@@ -231,7 +258,7 @@ class AbacusPositionalEncoding(PositionalEncoding):
     In training every digit index is shifted by one random offset in [0, max_offset] per batch, so
     that rows past the trained number length get trained too."""
 
-    absolute_only = False
+    absolute_only = False  # W_abacus rows are read per token, from ids
     needs_ids = True
 
     def __init__(self, n_index: int, d_model: int, max_offset: int, generator: torch.Generator):
@@ -261,6 +288,7 @@ class CombinedPositionalEncoding(PositionalEncoding):
         for kind, part in parts.items():
             self.add_module(kind, part)
         self.absolute_only = all(p.absolute_only for p in self._parts())
+        self.residual_only = all(p.residual_only for p in self._parts())
         self.needs_ids = any(p.needs_ids for p in self._parts())
         self.attends_ids = any(p.attends_ids for p in self._parts())
         self.max_offset = max(p.max_offset for p in self._parts())
