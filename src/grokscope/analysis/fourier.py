@@ -46,11 +46,6 @@ def basis_names(p: int) -> list[str]:
     return names
 
 
-def freq_of_row(p: int) -> torch.Tensor:
-    """[p] long: the frequency each basis row belongs to (0 for the constant)."""
-    return (torch.arange(p) + 1) // 2
-
-
 def fourier_2d(x: torch.Tensor, p: int) -> torch.Tensor:
     """Basis applied on both of the last two axes [..., p, p]: B x Bᵀ (coefficients, same norm)."""
     B = fourier_basis(p, x.dtype).to(x.device)

@@ -94,14 +94,6 @@ class KeyFrequencies:
     def frac_neurons_explained(self) -> float:
         return sum(f >= self.threshold for f in self.neuron_frac) / max(1, len(self.neuron_frac))
 
-    def neurons_per_freq(self, K: int) -> list[int]:
-        """How many counted neurons each frequency 1..K has."""
-        counts = [0] * K
-        for k, f in zip(self.neuron_freq, self.neuron_frac, strict=True):
-            if f >= self.threshold:
-                counts[k - 1] += 1
-        return counts
-
     def to_dict(self) -> dict:
         return asdict(self)
 
