@@ -218,3 +218,17 @@ def test_learned_positions_past_n_ctx_raise():
         m(torch.zeros(1, 9, dtype=torch.long))
     for pos in ("none", "sinusoidal", "rope", "alibi"):  # formulas: any length runs
         assert _model(pos)(torch.zeros(2, 20, dtype=torch.long)).shape == (2, 20, 14)
+
+
+def test_every_model_pos_part_is_registered_and_declares_its_fast_path_flags():
+    from grokscope.registry import POSITIONAL
+
+    parts = set(POSITIONAL.names())
+    assert all(set(pos.split("+")) <= parts for pos in POS_CHOICES)
+    for kind, cls in POSITIONAL.items():
+        assert "absolute_only" in vars(cls), kind  # declared by the class itself, not inherited
+        if cls.residual_only:  # positions in the residual alone: no ids, so also absolute
+            assert cls.absolute_only and not cls.needs_ids and not cls.attends_ids, kind
+    assert {k for k, c in POSITIONAL.items() if c.residual_only} == {"learned", "none", "sinusoidal"}
+    with pytest.raises(GrokscopeError, match="unknown positional encoding 'bogus'"):
+        _model("bogus")

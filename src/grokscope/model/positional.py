@@ -23,9 +23,7 @@ import torch
 from torch import nn
 
 from grokscope.errors import GrokscopeError
-
-#: The values `model.pos` accepts (config.py lists the same).
-KINDS = ("learned", "none", "sinusoidal", "rope", "alibi", "abacus", "abacus_rope", "abacus_alibi")
+from grokscope.registry import POSITIONAL
 
 
 class PositionalEncoding(nn.Module):
@@ -49,6 +47,11 @@ class PositionalEncoding(nn.Module):
     max_offset: int = 0
     #: Instead, training draws each example's ids as a sorted random subset (model.abacus_indices).
     random_indices: bool = False
+
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        """The encoding for a ModelConfig with n_ctx resolved (parameters drawn from `generator`)."""
+        return cls()
 
     def residual(self, n_pos: int) -> torch.Tensor | None:
         """[pos, d_model] added at positions 0..n_pos-1, or None."""
@@ -109,6 +112,10 @@ class LearnedPositionalEncoding(PositionalEncoding):
     absolute_only = True
     residual_only = True
 
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.n_ctx, cfg.d_model, generator)
+
     def __init__(self, n_ctx: int, d_model: int, generator: torch.Generator):
         super().__init__()
         self.W_pos = nn.Parameter(torch.randn(n_ctx, d_model, generator=generator) / math.sqrt(d_model))
@@ -138,6 +145,10 @@ class SinusoidalPositionalEncoding(PositionalEncoding):
     absolute_only = True
     residual_only = True
 
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.d_model)
+
     def __init__(self, d_model: int):
         super().__init__()
         self.d_model = d_model
@@ -155,6 +166,10 @@ class RotaryPositionalEncoding(PositionalEncoding):
     the unrotated vectors."""
 
     absolute_only = True  # rotates q and k, so not residual_only
+
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.d_head)
 
     def __init__(self, d_head: int, base: float = 10000.0):
         super().__init__()
@@ -190,6 +205,10 @@ class AbacusRotaryEncoding(RotaryPositionalEncoding):
     needs_ids = True
     attends_ids = True
 
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.d_head, getattr(cfg, "abacus_max_offset", 20))
+
     def __init__(self, d_head: int, max_offset: int, base: float = 10000.0):
         super().__init__(d_head, base)
         self.max_offset = max_offset
@@ -219,6 +238,10 @@ class ALiBiPositionalEncoding(PositionalEncoding):
 
     absolute_only = True  # biases scores, so not residual_only
 
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.n_heads)
+
     def __init__(self, n_heads: int):
         super().__init__()
         self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
@@ -240,6 +263,10 @@ class AbacusALiBiEncoding(PositionalEncoding):
     needs_ids = True
     attends_ids = True
 
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.n_heads, getattr(cfg, "abacus_max_offset", 20))
+
     def __init__(self, n_heads: int, max_offset: int):
         super().__init__()
         self.max_offset = max_offset
@@ -260,6 +287,11 @@ class AbacusPositionalEncoding(PositionalEncoding):
 
     absolute_only = False  # W_abacus rows are read per token, from ids
     needs_ids = True
+
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        max_offset = getattr(cfg, "abacus_max_offset", 20)
+        return cls(cfg.n_ctx + max_offset + 1, cfg.d_model, max_offset, generator)
 
     def __init__(self, n_index: int, d_model: int, max_offset: int, generator: torch.Generator):
         super().__init__()
@@ -322,24 +354,11 @@ def _sum(values) -> torch.Tensor | None:
 
 
 def _build_one(kind: str, cfg, generator: torch.Generator) -> PositionalEncoding:
-    if kind == "learned":
-        return LearnedPositionalEncoding(cfg.n_ctx, cfg.d_model, generator)
-    if kind == "none":
-        return NoPositionalEncoding()
-    if kind == "sinusoidal":
-        return SinusoidalPositionalEncoding(cfg.d_model)
-    if kind == "rope":
-        return RotaryPositionalEncoding(cfg.d_head)
-    if kind == "alibi":
-        return ALiBiPositionalEncoding(cfg.n_heads)
-    if kind == "abacus":
-        max_offset = getattr(cfg, "abacus_max_offset", 20)
-        return AbacusPositionalEncoding(cfg.n_ctx + max_offset + 1, cfg.d_model, max_offset, generator)
-    if kind == "abacus_rope":
-        return AbacusRotaryEncoding(cfg.d_head, getattr(cfg, "abacus_max_offset", 20))
-    if kind == "abacus_alibi":
-        return AbacusALiBiEncoding(cfg.n_heads, getattr(cfg, "abacus_max_offset", 20))
-    raise GrokscopeError(f"unknown positional encoding {kind!r}; known: {', '.join(KINDS)} (or abacus+X)")
+    if kind not in POSITIONAL:
+        raise GrokscopeError(
+            f"unknown positional encoding {kind!r}; known: {', '.join(POSITIONAL.names())} (or abacus+X)"
+        )
+    return POSITIONAL.get(kind).from_config(cfg, generator)
 
 
 def build_positional(cfg, generator: torch.Generator) -> PositionalEncoding:
@@ -374,3 +393,20 @@ def position_ids(model: nn.Module, batch, generator: torch.Generator | None = No
             "supply (batch.meta['digit_index']); use it with task.kind = 'addition'"
         )
     return ids if generator is None else pe.train_ids(ids, generator)
+
+
+# The parts `model.pos` names (`abacus+X` combines them), in the order users see them listed.
+for _kind, _cls in (
+    ("learned", LearnedPositionalEncoding),
+    ("none", NoPositionalEncoding),
+    ("sinusoidal", SinusoidalPositionalEncoding),
+    ("rope", RotaryPositionalEncoding),
+    ("alibi", ALiBiPositionalEncoding),
+    ("abacus", AbacusPositionalEncoding),
+    ("abacus_rope", AbacusRotaryEncoding),
+    ("abacus_alibi", AbacusALiBiEncoding),
+):
+    POSITIONAL.register(_kind, _cls)
+
+#: The values `model.pos` accepts for one part (config.py lists the same, with the abacus+X combinations).
+KINDS = tuple(POSITIONAL.names())
