@@ -3,6 +3,9 @@
 An encoding may add a vector to the residual stream per position (`residual`) or per token from
 ids the task supplies (`residual_ids`, e.g. Abacus digit indices), rotate queries and keys
 (`rotate`), or add a bias to attention scores (`score_bias`); each returns None when it does not.
+Each also declares what it does as flags (`absolute_only`, `residual_only`, `needs_ids`,
+`attends_ids`), from which the model picks its fast paths (`Transformer.fast_path_ok`). Each kind
+is registered in `grokscope.registry.POSITIONAL` and built by its class's `from_config`.
 
 `model.pos` picks one: `learned` (a trained vector per position), `none` (NoPE), `sinusoidal`
 (Vaswani et al. 2017), `rope` (Su et al. 2021), `alibi` (Press et al. 2022), `abacus` (McLeish et
