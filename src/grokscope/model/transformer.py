@@ -12,7 +12,8 @@ declares (`absolute_only`, `residual_only` in model/positional.py):
   that is all they depend on when the encoding is `absolute_only`.
 - the grid: `grid_outputs(p, equals_token)`, the final position over every [a, b, =] input of a
   one-layer model without layer norm whose encoding is `residual_only`, from per-token tables
-  (about twice as fast as the general forward on the p x p grid; benchmarks/bench_analysis.py).
+  (for the mainline p = 113 model, about 1.5x less CPU time than the general forward over the
+  p x p grid, which itself uses the layer-0 table; benchmarks/bench_analysis.py measures it).
 
 Each fast path equals the general one to float32 rounding (tests/test_fast_paths.py).
 """
@@ -84,8 +85,7 @@ class Attention(nn.Module):
         v: torch.Tensor,  # [batch, key_pos, head_index, d_head]
         q_pos: torch.Tensor,  # [query_pos] the query positions' indices
         pe,
-        ids: torch.Tensor
-        | None = None,  # [batch, key_pos] digit ids, for encodings that rotate or bias by them
+        ids: torch.Tensor | None = None,  # [batch, key_pos] digit ids, if the encoding attends by them
     ) -> torch.Tensor:  # [batch, query_pos, d_model]
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         k_pos = torch.arange(k.shape[1], device=k.device)
