@@ -154,6 +154,16 @@ def test_hand_built_model_measures():
 
 
 # ---------------------------------------------------------------------------- the tiny run
+def test_pca_circles_use_the_key_frequencies_analyze_reports(analysed_tiny):
+    from grokscope.interp.pca import circle_frequencies
+
+    path, res = analysed_tiny
+    _, config, task, model = load_run(path)  # the last checkpoint, where analyze detects them
+    assert res.key.key_freqs and circle_frequencies(model, task) == res.key.key_freqs
+    config.model.attn_only = True
+    assert circle_frequencies(build(config)[1], task) == []  # no MLP, no neurons to read them from
+
+
 def test_tiny_run_shows_the_papers_progress_facts(analysed_tiny):
     path, res = analysed_tiny
     pr = res.progress
