@@ -6,7 +6,8 @@ RUN_DIR should be mainline-shaped (p = 113, d_mlp = 512) with >= 200 checkpoints
     grokscope train mainline --steps 400 --set train.checkpoint.every=2 \
         --set train.checkpoint.dense_every=2 --out /tmp/mainline_bench --quiet
 (the weights need not have grokked for timing). Prints per-checkpoint time of both, their ratio, the
-time for all checkpoints (`analyze_run`, recomputed from scratch), and peak memory for a quarter of the
+time for all checkpoints (`analyze_run`, recomputed from scratch), the forward over the p x p grid
+(the model's grid fast path vs its general forward), and peak memory for a quarter of the
 checkpoints vs all of them (bounded memory: it should not grow with their number).
 
 The "original" below follows the structure of the progress-measures paper's notebook code: a full
@@ -233,6 +234,24 @@ def main() -> None:
         f"speed-up per checkpoint: {orig / ours:.1f}x wall, {np.mean(cpus) / (total_cpu / len(steps)):.1f}x CPU"
     )
     print(f"original, extrapolated to all {len(steps)} checkpoints: {orig * len(steps):.0f} s")
+
+    # the forward over the p x p grid: the model's grid fast path vs its general forward, alternated
+    from grokscope.analysis.modular_view import modular_outputs
+
+    load_weights(model, run.load_checkpoint(steps[-1]), f"step {steps[-1]}")
+    wall, cpu = {True: [], False: []}, {True: [], False: []}
+    for _ in range(11):
+        for fast in (True, False):
+            t0, c0 = time.perf_counter(), time.process_time()
+            modular_outputs(model, task, fast=fast)
+            wall[fast].append(1000 * (time.perf_counter() - t0))
+            cpu[fast].append(1000 * (time.process_time() - c0))
+    med = {k: (float(np.median(wall[k][1:])), float(np.median(cpu[k][1:]))) for k in wall}  # 1st: warm-up
+    print(
+        f"forward over the {task.p}x{task.p} grid (logits + neurons, median of 10): grid fast path "
+        f"{med[True][0]:.0f} ms wall ({med[True][1]:.0f} ms CPU), general forward {med[False][0]:.0f} ms "
+        f"wall ({med[False][1]:.0f} ms CPU): {med[False][1] / med[True][1]:.1f}x CPU"
+    )
 
     if not args.skip_memory:
         with tempfile.TemporaryDirectory() as tmp:

@@ -219,3 +219,18 @@ def test_learned_positions_past_n_ctx_raise():
         m(torch.zeros(1, 9, dtype=torch.long))
     for pos in ("none", "sinusoidal", "rope", "alibi"):  # formulas: any length runs
         assert _model(pos)(torch.zeros(2, 20, dtype=torch.long)).shape == (2, 20, 14)
+
+
+def test_every_model_pos_part_is_registered_and_declares_its_fast_path_flags():
+    from grokscope.model.positional import _PARTS
+
+    names = POSITIONAL.names()
+    assert all(set(pos.split("+")) <= set(_PARTS) for pos in names)
+    assert set(_PARTS) <= set(names)
+    for kind, cls in _PARTS.items():
+        assert "absolute_only" in vars(cls), kind  # declared by the class itself, not inherited
+        if cls.residual_only:  # positions in the residual alone: no ids, so also absolute
+            assert cls.absolute_only and not cls.needs_ids and not cls.attends_ids, kind
+    assert {k for k, c in _PARTS.items() if c.residual_only} == {"learned", "none", "sinusoidal"}
+    with pytest.raises(GrokscopeError, match="unknown model.pos 'bogus'"):
+        _model("bogus")

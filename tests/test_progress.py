@@ -10,7 +10,6 @@ import torch
 
 from grokscope.analysis import analyze_run, detect_phases, load_analysis
 from grokscope.analysis import progress as pm
-from grokscope.analysis.grid_forward import grid_fast_path_ok
 from grokscope.analysis.modular_view import modular_outputs
 from grokscope.errors import GrokscopeError
 from grokscope.run import Run, build
@@ -151,34 +150,18 @@ def test_hand_built_model_measures():
     assert norms[3].item() == pytest.approx(math.sqrt(p / 2), rel=1e-6)  # row 3 = cos 2
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        [],
-        ["model.act=gelu", "model.attn_bias=true", "model.unembed_bias=true"],
-        ["model.pos=none", "model.mlp_bias=false"],
-    ],
-)
-def test_grid_fast_path_equals_model_forward(overrides):
-    task, model = build(
-        make_config("tiny", "task.p=11", "model.d_model=16", "model.d_mlp=24", "model.d_head=4", *overrides)
-    )
-    with torch.no_grad():
-        for prm in model.parameters():
-            prm.add_(0.3 * torch.randn_like(prm))
-    assert grid_fast_path_ok(model)
-    fast, slow = modular_outputs(model, task), modular_outputs(model, task, fast=False)
-    assert torch.allclose(fast.logits, slow.logits, atol=1e-5)
-    assert torch.allclose(fast.neurons, slow.neurons, atol=1e-5)
-
-
-def test_fast_path_declines_layer_norm_and_depth():
-    for o in (["model.layer_norm=true"], ["model.n_layers=2"]):
-        _, model = build(make_config("tiny", *o))
-        assert not grid_fast_path_ok(model)
-
-
 # ---------------------------------------------------------------------------- the tiny run
+def test_pca_circles_use_the_key_frequencies_analyze_reports(analysed_tiny):
+    from grokscope.interp.pca import circle_frequencies
+
+    path, res = analysed_tiny
+    run = Run.open(path)
+    config, task, model = run.config, run.task, run.model()  # the last checkpoint, where analyze detects them
+    assert res.key.key_freqs and circle_frequencies(model, task) == res.key.key_freqs
+    config.model.attn_only = True
+    assert circle_frequencies(build(config)[1], task) == []  # no MLP, no neurons to read them from
+
+
 def test_tiny_run_shows_the_papers_progress_facts(analysed_tiny):
     path, res = analysed_tiny
     pr = res.progress

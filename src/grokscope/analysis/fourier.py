@@ -26,8 +26,9 @@ def n_freqs(p: int) -> int:
     return (p - 1) // 2
 
 
-def fourier_basis(p: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Orthonormal [p, p] matrix; row i is basis vector i over x = 0..p-1 (see module docstring)."""
+def fourier_basis(p: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:  # [basis=p, x=p]
+    """Orthonormal [p, p] matrix; row i is basis vector i over x = 0..p-1 (see module docstring):
+    row 0 the constant, rows 2k-1 and 2k cos and sin of frequency k."""
     x = torch.arange(p, dtype=torch.float64)
     k = torch.arange(1, n_freqs(p) + 1, dtype=torch.float64)
     angle = 2 * math.pi * k[:, None] * x[None, :] / p
@@ -46,19 +47,14 @@ def basis_names(p: int) -> list[str]:
     return names
 
 
-def freq_of_row(p: int) -> torch.Tensor:
-    """[p] long: the frequency each basis row belongs to (0 for the constant)."""
-    return (torch.arange(p) + 1) // 2
-
-
-def fourier_2d(x: torch.Tensor, p: int) -> torch.Tensor:
-    """Basis applied on both of the last two axes [..., p, p]: B x Bᵀ (coefficients, same norm)."""
+def fourier_2d(x: torch.Tensor, p: int) -> torch.Tensor:  # [..., a=p, b=p] -> [..., basis=p, basis=p]
+    """Basis applied on both of the last two axes: B x Bᵀ (coefficients, same norm)."""
     B = fourier_basis(p, x.dtype).to(x.device)
     return B @ x @ B.T
 
 
-def group_energy_2d(x: torch.Tensor) -> torch.Tensor:
-    """Energy of [..., p, p] in each 2D frequency block: out[..., g, h] = ‖x in {g-rows}⊗{h-cols}‖².
+def group_energy_2d(x: torch.Tensor) -> torch.Tensor:  # [..., a=p, b=p] -> [..., K+1, K+1] float64
+    """Energy of x in each 2D frequency block: out[..., g, h] = ‖x in {g-rows}⊗{h-cols}‖².
 
     Block g = 0 is the constant, block g >= 1 the pair (cos g, sin g). Computed from the real FFT
     (O(p² log p) per map instead of the O(p³) of B x Bᵀ): for real x, the energy of the real basis

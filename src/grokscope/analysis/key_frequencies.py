@@ -20,8 +20,11 @@ from grokscope.analysis.fourier import group_energy_2d, n_freqs
 from grokscope.analysis.options import MIN_SHARE, THRESHOLD
 
 
-def neuron_freq_fractions(neurons: torch.Tensor, p: int) -> torch.Tensor:
-    """[..., p², N] activations -> [..., N, K]: fraction of each neuron's variance in frequency k=1..K.
+def neuron_freq_fractions(
+    neurons: torch.Tensor,  # [..., batch=p², d_mlp] over the grid, row-major (a, b)
+    p: int,
+) -> torch.Tensor:  # [..., d_mlp, K] float64, K = (p-1)/2
+    """The fraction of each neuron's centered variance in the 2D frequency block k = 1..K.
 
     The block {const, cos k, sin k}² of a map X[a, b] holds the 2D DFT entries (±k, 0), (0, ±k),
     (±k, ±k). Each is a 1D DFT of a p-vector of sums: X̂[k, 0] of the row sums, X̂[0, k] of the column
@@ -30,7 +33,7 @@ def neuron_freq_fractions(neurons: torch.Tensor, p: int) -> torch.Tensor:
     no FFT (slow for prime p). Centering only changes the constant term, i.e. only the denominator.
     """
     N = neurons.shape[-1]
-    x = neurons.reshape(*neurons.shape[:-2], p, p, N)  # [..., a, b, N]
+    x = neurons.reshape(*neurons.shape[:-2], p, p, N)  # [..., a, b, d_mlp]
     a = torch.arange(p).repeat_interleave(p)
     b = torch.arange(p).repeat(p)
     sums = [x.sum(dim=-2), x.sum(dim=-3)]  # over b (a function of a), over a (a function of b)
@@ -39,33 +42,42 @@ def neuron_freq_fractions(neurons: torch.Tensor, p: int) -> torch.Tensor:
         sums.append(binned.index_add_(-2, m.to(neurons.device), neurons))
     k = torch.arange(1, n_freqs(p) + 1, dtype=torch.float64)[:, None] * torch.arange(p, dtype=torch.float64)
     C, S = torch.cos(2 * math.pi * k / p), torch.sin(2 * math.pi * k / p)  # [K, p]
-    power = sum((C @ v.double()).square() + (S @ v.double()).square() for v in sums)  # [..., K, N]
+    power = sum((C @ v.double()).square() + (S @ v.double()).square() for v in sums)  # [..., K, d_mlp]
     inside = 2 * power / p**2
     # centered energy Σx² − (Σx)²/p², from two fast reductions (torch.var is several times slower)
     total = neurons.square().sum(dim=-2).double() - sums[0].double().sum(dim=-2).square() / p**2
     return (inside / total[..., None, :].clamp_min(torch.finfo(torch.float64).tiny)).transpose(-1, -2)
 
 
-def neuron_freq_fractions_fft(neurons: torch.Tensor, p: int) -> torch.Tensor:
+def neuron_freq_fractions_fft(
+    neurons: torch.Tensor,  # [..., batch=p², d_mlp]
+    p: int,
+) -> torch.Tensor:  # [..., d_mlp, K]
     """Same as `neuron_freq_fractions`, from all 2D block energies (real FFT); a cross-check."""
     x = neurons.double()
     x = x - x.mean(dim=-2, keepdim=True)
-    maps = x.movedim(-1, -2).reshape(*x.shape[:-2], x.shape[-1], p, p)  # [..., N, a, b]
-    energy = group_energy_2d(maps)  # [..., N, K+1, K+1]
+    maps = x.movedim(-1, -2).reshape(*x.shape[:-2], x.shape[-1], p, p)  # [..., d_mlp, a, b]
+    energy = group_energy_2d(maps)  # [..., d_mlp, K+1, K+1]
     total = energy.sum(dim=(-2, -1))
     diag = energy.diagonal(dim1=-2, dim2=-1)
     inside = energy[..., 0, 1:] + energy[..., 1:, 0] + diag[..., 1:] + energy[..., :1, 0]
     return inside / total[..., None].clamp_min(torch.finfo(torch.float64).tiny)
 
 
-def neuron_frequencies(neurons: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+def neuron_frequencies(
+    neurons: torch.Tensor,  # [..., batch=p², d_mlp]
+    p: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # [..., d_mlp] long, [..., d_mlp] float64
     """Each neuron's best frequency (1..K) and the fraction of its variance that frequency explains."""
     frac, idx = neuron_freq_fractions(neurons, p).max(dim=-1)
     return idx + 1, frac
 
 
 def select_key_freqs(
-    freq: torch.Tensor, frac: torch.Tensor, threshold: float = THRESHOLD, min_share: float = MIN_SHARE
+    freq: torch.Tensor,  # [d_mlp] each neuron's best frequency
+    frac: torch.Tensor,  # [d_mlp] the fraction of its variance that frequency explains
+    threshold: float = THRESHOLD,
+    min_share: float = MIN_SHARE,
 ) -> list[int]:
     """Frequencies that >= max(1, min_share * N) neurons count for (fraction >= threshold)."""
     counted = freq[frac >= threshold]
@@ -92,26 +104,18 @@ class KeyFrequencies:
     def frac_neurons_explained(self) -> float:
         return sum(f >= self.threshold for f in self.neuron_frac) / max(1, len(self.neuron_frac))
 
-    def neurons_per_freq(self, K: int) -> list[int]:
-        """How many counted neurons each frequency 1..K has."""
-        counts = [0] * K
-        for k, f in zip(self.neuron_freq, self.neuron_frac, strict=True):
-            if f >= self.threshold:
-                counts[k - 1] += 1
-        return counts
-
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def key_frequencies(
-    neurons: torch.Tensor,
+    neurons: torch.Tensor,  # [batch=p², d_mlp] over the grid, row-major (a, b)
     p: int,
     threshold: float = THRESHOLD,
     min_share: float = MIN_SHARE,
     step: int | None = None,
 ) -> KeyFrequencies:
-    """Apply the rule to one checkpoint's [p², N] neuron activations."""
+    """Apply the rule to one checkpoint's neuron activations over the p x p grid."""
     freq, frac = neuron_frequencies(neurons, p)
     return KeyFrequencies(
         step=step,

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 
 from grokscope.analysis.fourier import check_odd_prime
-from grokscope.analysis.grid_forward import grid_fast_path_ok, grid_outputs
 from grokscope.errors import GrokscopeError
 
 # op -> sign s such that the answer is a + s*b: the circuit's frequencies live in cos(k(a + s b)).
@@ -39,21 +38,22 @@ def check_task(task) -> int:
 
 @dataclass
 class ModularOutputs:
-    logits: torch.Tensor  # [p², p] float64, final position
-    neurons: torch.Tensor | None  # [p², d_mlp] post-activations of the last MLP; None if attn_only
+    logits: torch.Tensor  # [batch=p², p] float64, final position, the p answer classes
+    neurons: torch.Tensor | None  # [batch=p², d_mlp] post-activations of the last MLP; None if attn_only
 
 
 @torch.no_grad()
 def modular_outputs(model, task, want_neurons: bool = True, fast: bool = True) -> ModularOutputs:
-    """One forward pass over all p² inputs (from per-token tables when the model allows, see
-    `grid_forward`; `fast=False` forces the model's own forward pass).
+    """One forward pass over all p² inputs: the model's grid fast path where it allows one
+    (`Transformer.grid_outputs`, chosen by `model.fast_path_ok("grid")`); otherwise, or with
+    `fast=False`, the model's own forward pass.
 
     On the general path the neurons are read with a plain torch hook on the last block's `mlp.hook_post`, which keeps
     the model's fast path (layer-0 q/k/v from a per-token table) that named hooks switch off.
     """
     p = task.p
-    if fast and grid_fast_path_ok(model):
-        logits, post = grid_outputs(model, p, task.equals_token)
+    if fast and model.fast_path_ok("grid"):
+        logits, post = model.grid_outputs(p, task.equals_token)
         return ModularOutputs(logits[:, :p].double(), post if want_neurons else None)
     position = task.loss_positions[-1]
     captured: list[torch.Tensor] = []

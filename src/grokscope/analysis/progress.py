@@ -125,10 +125,6 @@ def _logsumexp(x: torch.Tensor) -> torch.Tensor:
     return (x - m).exp_().sum(dim=-1).log_() + m[..., 0]
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor, idx) -> torch.Tensor:
-    return (logits[..., idx, :].argmax(dim=-1) == labels[idx]).double().mean(dim=-1)
-
-
 # ---------------------------------------------------------------------------- weight measures
 def fourier_norms_W_E(W_E: torch.Tensor, p: int) -> torch.Tensor:
     """[..., p]: norm over d_model of each Fourier component of the number tokens' embeddings."""

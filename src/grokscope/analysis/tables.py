@@ -42,9 +42,3 @@ def read_table(path: Path) -> dict[str, np.ndarray]:
     if "step" in out:
         out["step"] = out["step"].astype(np.int64)
     return out
-
-
-def table_rows(table: dict[str, np.ndarray]) -> tuple[list[str], list[list[float]]]:
-    columns = list(table)
-    n = len(table[columns[0]]) if columns else 0
-    return columns, [[table[c][i] for c in columns] for i in range(n)]

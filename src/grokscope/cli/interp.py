@@ -280,7 +280,7 @@ def cmd_pca(args) -> int:
         print(f"  step {row['step']:>7}: explained variance PC1.. {pcs}")
     if modular and args.of == "W_E":
         last = steps[-1]
-        freqs = P.key_frequencies(W_numbers[last])
+        freqs = P.circle_frequencies(model, task)  # `model` holds the last step's weights
         circ = [P.circle_projections(W_numbers[s], freqs) for s in steps]
         save_figure(
             plots.circles_figure(circ[-1].numpy(), freqs, f"step {last}: numbers on key-frequency planes"),
@@ -299,7 +299,7 @@ def cmd_pca(args) -> int:
         merge_csv(out / "circles.csv", radius_cv, ("step", "freq"))
         norms = P.embedding_frequency_norms(W_numbers[last])
         print(
-            f"key frequencies of W_E at step {last}: {freqs} (norm share "
+            f"key frequencies at step {last}: {freqs} (W_E norm share "
             + ", ".join(f"{(norms[f - 1] / norms.sum()).item():.2f}" for f in freqs)
             + "); circle radius CV (0 = perfect circle): "
             + ", ".join(f"{r['radius_cv']:.3f}" for r in radius_cv[-len(freqs) :])

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from grokscope.analysis.fourier import fourier_basis as analysis_fourier_basis
+from grokscope.analysis.fourier import fourier_basis
+from grokscope.analysis.key_frequencies import model_key_frequencies
 from grokscope.errors import GrokscopeError
 from grokscope.interp.activations import collect
 from grokscope.model import Transformer
@@ -123,38 +124,36 @@ def _explained_along(X: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- Fourier circles
 
 
-def fourier_basis(p: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin rows [n_freq, p] for frequencies 1..(p-1)//2, unit norm (the analysis basis)."""
-    basis = analysis_fourier_basis(p)
-    return basis[1::2], basis[2::2]
-
-
 def embedding_frequency_norms(W: torch.Tensor) -> torch.Tensor:
-    """[n_freq]: the norm of the embedding of p numbers (W [p, d]) along each frequency's cos/sin pair."""
-    cos, sin = fourier_basis(W.shape[0])
+    """[n_freq]: the norm of the embedding of p numbers (W [p, d_model]) along each frequency k =
+    1..(p-1)/2's cos/sin pair (rows 2k-1, 2k of `analysis.fourier.fourier_basis`)."""
+    basis = fourier_basis(W.shape[0])
     W = W.double()
-    return (((cos @ W) ** 2).sum(1) + ((sin @ W) ** 2).sum(1)).sqrt()
+    return (((basis[1::2] @ W) ** 2).sum(1) + ((basis[2::2] @ W) ** 2).sum(1)).sqrt()
 
 
-def key_frequencies(W: torch.Tensor, share: float = 0.25, max_keys: int = 8) -> list[int]:
-    """Frequencies whose embedding norm is at least `share` of the largest (at most `max_keys`)."""
-    norms = embedding_frequency_norms(W)
-    order = norms.argsort(descending=True)[:max_keys]
-    return sorted(int(i) + 1 for i in order if norms[i] >= share * norms.max())
+def circle_frequencies(model: Transformer, task) -> list[int]:
+    """The frequencies the circles are drawn for: the key frequencies of `model`'s MLP neurons by the
+    progress measures' rule (`analysis.key_frequencies`, as `grokscope analyze` reports them);
+    none for a model without an MLP."""
+    if model.cfg.attn_only or not len(model.blocks):
+        return []
+    return model_key_frequencies(model, task).key_freqs
 
 
 def circle_projections(W: torch.Tensor, freqs: list[int]) -> torch.Tensor:
-    """[F, p, 2]: the p number embeddings projected on the plane each frequency's cos/sin pair spans.
+    """[F, p, 2]: the p number embeddings (W [p, d_model]) projected on the plane each frequency's
+    cos/sin pair spans.
 
     The plane is spanned by the d_model directions W^T cos_k and W^T sin_k (orthonormalised), so a
     model using frequency k places the numbers on a circle there, in the order 0, k, 2k, ... mod p.
     """
-    cos, sin = fourier_basis(W.shape[0])
+    basis = fourier_basis(W.shape[0])
     W = W.double()
     Wc = W - W.mean(0)
     out = []
     for f in freqs:
-        plane = torch.stack([W.T @ cos[f - 1], W.T @ sin[f - 1]], dim=1)  # [d, 2]
+        plane = torch.stack([W.T @ basis[2 * f - 1], W.T @ basis[2 * f]], dim=1)  # [d_model, 2]
         q, _ = torch.linalg.qr(plane)
         out.append(Wc @ q)
     return torch.stack(out) if out else torch.zeros(0, W.shape[0], 2, dtype=torch.float64)

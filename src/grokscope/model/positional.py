@@ -3,6 +3,9 @@
 An encoding may add a vector to the residual stream per position (`residual`) or per token from
 ids the task supplies (`residual_ids`, e.g. Abacus digit indices), rotate queries and keys
 (`rotate`), or add a bias to attention scores (`score_bias`); each returns None when it does not.
+Each also declares what it does as flags (`absolute_only`, `residual_only`, `needs_ids`,
+`attends_ids`), from which the model picks its fast paths (`Transformer.fast_path_ok`). Each kind
+is registered in `grokscope.registry.POSITIONAL` and built by its class's `from_config`.
 
 `model.pos` picks one: `learned` (a trained vector per position), `none` (NoPE), `sinusoidal`
 (Vaswani et al. 2017), `rope` (Su et al. 2021), `alibi` (Press et al. 2022), `abacus` (McLeish et
@@ -29,9 +32,18 @@ from grokscope.registry import POSITIONAL
 
 
 class PositionalEncoding(nn.Module):
-    #: True when the residual input at a position depends only on (token, position index), which
-    #: lets the model precompute layer 0's projections per (token, position).
-    absolute_only: bool = True
+    """The interface. Each encoding declares the flags below explicitly; the model's fast paths are
+    chosen from them alone (`Transformer.fast_path_ok`), so a new encoding that leaves them at
+    their defaults (False) gets the general forward pass, which is always right."""
+
+    #: True when the residual input at a position depends only on (token, position index) -- no
+    #: per-token ids in the residual -- which lets the model precompute layer 0's projections per
+    #: (token, position). Rotations and score biases are still applied afterwards.
+    absolute_only: bool = False
+    #: True when positions enter only the residual stream (`residual`): no rotation of queries or
+    #: keys, no score bias, no per-token ids. Attention then depends on the residual vectors alone,
+    #: which the one-layer [a, b, =] grid path relies on. Implies `absolute_only`.
+    residual_only: bool = False
     #: True when the encoding reads per-token ids from the task (`batch.meta["digit_index"]`).
     needs_ids: bool = False
     #: True when `rotate` or `score_bias` read those per-token ids (the model passes them to attention).
@@ -41,12 +53,17 @@ class PositionalEncoding(nn.Module):
     #: Instead, training draws each example's ids as a sorted random subset (model.abacus_indices).
     random_indices: bool = False
 
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        """The encoding for a ModelConfig with n_ctx resolved (parameters drawn from `generator`)."""
+        return cls()
+
     def residual(self, n_pos: int) -> torch.Tensor | None:
-        """[n_pos, d_model] added at positions 0..n_pos-1, or None."""
+        """[pos, d_model] added at positions 0..n_pos-1, or None."""
         return None
 
     def residual_ids(self, pos_ids: torch.Tensor) -> torch.Tensor | None:
-        """[B, T, d_model] added per token from task-supplied ids [B, T], or None."""
+        """[batch, pos, d_model] added per token from task-supplied ids `pos_ids` [batch, pos], or None."""
         return None
 
     def train_ids(self, pos_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -61,15 +78,16 @@ class PositionalEncoding(nn.Module):
         return torch.where(pos_ids > 0, pos_ids + offset, pos_ids)
 
     def rotate(self, x: torch.Tensor, pos: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, T, H, d_head] at positions pos [T] (per-token ids [B, T] when `attends_ids`),
-        rotated (RoPE) or unchanged."""
+        """x [batch, pos, head_index, d_head] at positions `pos` [pos] (per-token ids [batch, pos]
+        when `attends_ids`), rotated (RoPE) or unchanged."""
         return x
 
     def score_bias(
         self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_ids: torch.Tensor | None = None, k_ids=None
     ) -> torch.Tensor | None:
-        """[H, Tq, Tk] (or [B, H, Tq, Tk], or broadcastable) added to attention scores, or None.
-        q_ids [B, Tq] / k_ids [B, Tk]: the digit ids of queries and keys, when `attends_ids`."""
+        """[head_index, query_pos, key_pos] (or [batch, head_index, query_pos, key_pos], or
+        broadcastable) added to attention scores, or None. q_ids [batch, query_pos] / k_ids
+        [batch, key_pos]: the digit ids of queries and keys, when `attends_ids`."""
         return None
 
 
@@ -89,9 +107,19 @@ def random_subset_ids(pos_ids: torch.Tensor, max_offset: int, generator: torch.G
 class NoPositionalEncoding(PositionalEncoding):
     """NoPE: causal attention alone carries order (Kazemnejad et al. 2023). No parameters."""
 
+    absolute_only = True
+    residual_only = True
+
 
 class LearnedPositionalEncoding(PositionalEncoding):
     """A learned vector per position, `pos_embed.W_pos [n_ctx, d_model]`."""
+
+    absolute_only = True
+    residual_only = True
+
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.n_ctx, cfg.d_model, generator)
 
     def __init__(self, n_ctx: int, d_model: int, generator: torch.Generator):
         super().__init__()
@@ -109,7 +137,7 @@ class LearnedPositionalEncoding(PositionalEncoding):
 
 
 def sinusoidal_table(pos: torch.Tensor, d_model: int, base: float = 10000.0) -> torch.Tensor:
-    """PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(p / base^(2i/d)); [len(pos), d_model]."""
+    """PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(p / base^(2i/d)); [pos, d_model]."""
     i = torch.arange(0, d_model, 2, dtype=torch.float64)
     angle = pos.to(torch.float64)[:, None] / base ** (i / d_model)
     table = torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(len(pos), -1)
@@ -118,6 +146,13 @@ def sinusoidal_table(pos: torch.Tensor, d_model: int, base: float = 10000.0) -> 
 
 class SinusoidalPositionalEncoding(PositionalEncoding):
     """Fixed sin/cos vectors (Vaswani et al. 2017): no parameters, defined at every position."""
+
+    absolute_only = True
+    residual_only = True
+
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.d_model)
 
     def __init__(self, d_model: int):
         super().__init__()
@@ -135,6 +170,12 @@ class RotaryPositionalEncoding(PositionalEncoding):
     so that q.k depends on positions only through their difference. Hooks `hook_q`/`hook_k` see
     the unrotated vectors."""
 
+    absolute_only = True  # rotates q and k, so not residual_only
+
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.d_head)
+
     def __init__(self, d_head: int, base: float = 10000.0):
         super().__init__()
         if d_head % 2:
@@ -149,9 +190,10 @@ class RotaryPositionalEncoding(PositionalEncoding):
 
 
 def rotate_pairs(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """RoPE: x [B, T, H, d_head] rotated by positions pos, [T] (shared) or [B, T] (per example)."""
-    angle = pos.to(torch.float64)[..., None] * inv_freq  # [(B,) T, d_head/2]
-    cos = angle.cos().to(x.dtype)[..., None, :]  # [(B,) T, 1, d_head/2] broadcasts over heads
+    """RoPE: x [batch, pos, head_index, d_head] rotated by positions `pos`, [pos] (shared) or
+    [batch, pos] (per example)."""
+    angle = pos.to(torch.float64)[..., None] * inv_freq  # [(batch,) pos, d_head/2]
+    cos = angle.cos().to(x.dtype)[..., None, :]  # [(batch,) pos, 1, d_head/2] broadcasts over heads
     sin = angle.sin().to(x.dtype)[..., None, :]
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
@@ -164,8 +206,13 @@ class AbacusRotaryEncoding(RotaryPositionalEncoding):
     indices by a random offset like Abacus does, which leaves digit-digit scores unchanged and
     varies only the distance to non-digit tokens. No parameters."""
 
+    absolute_only = True  # its ids enter attention only, not the residual
     needs_ids = True
     attends_ids = True
+
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.d_head, getattr(cfg, "abacus_max_offset", 20))
 
     def __init__(self, d_head: int, max_offset: int, base: float = 10000.0):
         super().__init__(d_head, base)
@@ -194,12 +241,18 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 class ALiBiPositionalEncoding(PositionalEncoding):
     """ALiBi (Press et al. 2022): score bias -slope_h * (q_pos - k_pos); no parameters."""
 
+    absolute_only = True  # biases scores, so not residual_only
+
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.n_heads)
+
     def __init__(self, n_heads: int):
         super().__init__()
         self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
 
     def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_ids=None, k_ids=None) -> torch.Tensor:
-        distance = (q_pos[:, None] - k_pos[None, :]).float()  # [Tq, Tk]; > 0 for past keys
+        distance = (q_pos[:, None] - k_pos[None, :]).float()  # [query_pos, key_pos]; > 0 for past keys
         return -self.slopes[:, None, None] * distance
 
 
@@ -210,8 +263,14 @@ class AbacusALiBiEncoding(PositionalEncoding):
     Non-digit tokens have index 0. Training shifts digit indices like Abacus (digit-digit biases
     unchanged). No parameters; grokscope's own variant."""
 
+    absolute_only = True  # its ids enter attention only, not the residual
+
     needs_ids = True
     attends_ids = True
+
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        return cls(cfg.n_heads, getattr(cfg, "abacus_max_offset", 20))
 
     def __init__(self, n_heads: int, max_offset: int):
         super().__init__()
@@ -221,7 +280,7 @@ class AbacusALiBiEncoding(PositionalEncoding):
     def score_bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_ids=None, k_ids=None) -> torch.Tensor:
         if q_ids is None or k_ids is None:
             raise GrokscopeError("model.pos = abacus_alibi needs per-token digit ids in attention")
-        distance = (q_ids[:, :, None] - k_ids[:, None, :]).abs().float()  # [B, Tq, Tk]
+        distance = (q_ids[:, :, None] - k_ids[:, None, :]).abs().float()  # [batch, query_pos, key_pos]
         return -self.slopes[None, :, None, None] * distance[:, None]
 
 
@@ -231,8 +290,13 @@ class AbacusPositionalEncoding(PositionalEncoding):
     In training every digit index is shifted by one random offset in [0, max_offset] per batch, so
     that rows past the trained number length get trained too."""
 
-    absolute_only = False
+    absolute_only = False  # W_abacus rows are read per token, from ids
     needs_ids = True
+
+    @classmethod
+    def from_config(cls, cfg, generator: torch.Generator) -> PositionalEncoding:
+        max_offset = getattr(cfg, "abacus_max_offset", 20)
+        return cls(cfg.n_ctx + max_offset + 1, cfg.d_model, max_offset, generator)
 
     def __init__(self, n_index: int, d_model: int, max_offset: int, generator: torch.Generator):
         super().__init__()
@@ -261,6 +325,7 @@ class CombinedPositionalEncoding(PositionalEncoding):
         for kind, part in parts.items():
             self.add_module(kind, part)
         self.absolute_only = all(p.absolute_only for p in self._parts())
+        self.residual_only = all(p.residual_only for p in self._parts())
         self.needs_ids = any(p.needs_ids for p in self._parts())
         self.attends_ids = any(p.attends_ids for p in self._parts())
         self.max_offset = max(p.max_offset for p in self._parts())
@@ -293,36 +358,6 @@ def _sum(values) -> torch.Tensor | None:
     return total
 
 
-def _abacus_max_offset(cfg) -> int:
-    return getattr(cfg, "abacus_max_offset", 20)
-
-
-_PARTS: dict[str, Callable[[Any, torch.Generator], PositionalEncoding]] = {
-    "learned": lambda cfg, g: LearnedPositionalEncoding(cfg.n_ctx, cfg.d_model, g),
-    "none": lambda cfg, g: NoPositionalEncoding(),
-    "sinusoidal": lambda cfg, g: SinusoidalPositionalEncoding(cfg.d_model),
-    "rope": lambda cfg, g: RotaryPositionalEncoding(cfg.d_head),
-    "alibi": lambda cfg, g: ALiBiPositionalEncoding(cfg.n_heads),
-    "abacus": lambda cfg, g: AbacusPositionalEncoding(
-        cfg.n_ctx + _abacus_max_offset(cfg) + 1, cfg.d_model, _abacus_max_offset(cfg), g
-    ),
-    "abacus_rope": lambda cfg, g: AbacusRotaryEncoding(cfg.d_head, _abacus_max_offset(cfg)),
-    "abacus_alibi": lambda cfg, g: AbacusALiBiEncoding(cfg.n_heads, _abacus_max_offset(cfg)),
-}
-
-
-def _combined(*kinds: str) -> Callable[[Any, torch.Generator], PositionalEncoding]:
-    return lambda cfg, g: CombinedPositionalEncoding({k: _PARTS[k](cfg, g) for k in kinds})
-
-
-# every value of `model.pos`: each encoding alone, and Abacus digit indices on top of another one
-for _kind, _builder in _PARTS.items():
-    POSITIONAL.register(_kind, _builder)
-for _kind in _PARTS:
-    if _kind not in ("abacus", "none"):
-        POSITIONAL.register(f"abacus+{_kind}", _combined("abacus", _kind))
-
-
 def build_positional(cfg, generator: torch.Generator) -> PositionalEncoding:
     """The encoding `cfg.pos` names (a ModelConfig with n_ctx resolved)."""
     pe = POSITIONAL.get(cfg.pos)(cfg, generator)
@@ -349,3 +384,28 @@ def position_ids(model: nn.Module, batch, generator: torch.Generator | None = No
             "supply (batch.meta['digit_index']); use it with task.kind = 'addition'"
         )
     return ids if generator is None else pe.train_ids(ids, generator)
+
+
+# Every value of `model.pos`, in the order users see them listed: each encoding alone, and Abacus
+# digit indices on top of another one (`abacus+X`).
+_PARTS: dict[str, type[PositionalEncoding]] = {
+    "learned": LearnedPositionalEncoding,
+    "none": NoPositionalEncoding,
+    "sinusoidal": SinusoidalPositionalEncoding,
+    "rope": RotaryPositionalEncoding,
+    "alibi": ALiBiPositionalEncoding,
+    "abacus": AbacusPositionalEncoding,
+    "abacus_rope": AbacusRotaryEncoding,
+    "abacus_alibi": AbacusALiBiEncoding,
+}
+
+
+def _combined(*kinds: str) -> Callable[[Any, torch.Generator], PositionalEncoding]:
+    return lambda cfg, g: CombinedPositionalEncoding({k: _PARTS[k].from_config(cfg, g) for k in kinds})
+
+
+for _kind, _cls in _PARTS.items():
+    POSITIONAL.register(_kind, _cls.from_config)
+for _kind in _PARTS:
+    if _kind not in ("abacus", "none"):
+        POSITIONAL.register(f"abacus+{_kind}", _combined("abacus", _kind))
