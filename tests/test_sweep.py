@@ -341,7 +341,7 @@ def test_finished_trials_are_skipped_and_summarized(tmp_path, short_run):
 
 
 def test_summary_plot_against_an_override(tmp_path):
-    from grokscope.sweep.summarize import plot_summary
+    from grokscope.figures.sweeps import plot_summary
 
     rows = [
         {"trial": f"f{f}s{s}", "task.frac_train": f, "seed": s, "grok_step": g}

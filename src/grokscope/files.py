@@ -42,6 +42,19 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def write_if_changed(path: Path, data: bytes | str) -> bool:
+    """`atomic_write_bytes` unless `path` already holds exactly `data` (its mtime then stays, so
+    whatever was made from it is still up to date); returns whether it wrote."""
+    data = data.encode() if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)
+    return True
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file (never unpickles); any damage becomes a clear error."""
     try:

@@ -104,9 +104,9 @@ def _setup(args):
 
 
 def cmd_probe(args) -> int:
-    from grokscope.interp import plots
+    from grokscope.figures import render_figure
     from grokscope.interp.activations import check_hooks, iter_checkpoint_models, parse_positions
-    from grokscope.interp.io import format_table, merge_csv, safe_name, save_figure
+    from grokscope.interp.io import format_table, merge_csv, safe_name
     from grokscope.interp.labels import resolve_label
     from grokscope.interp.probing import probe_geometry, probe_model, summary_rows
 
@@ -140,9 +140,9 @@ def cmd_probe(args) -> int:
         merge_csv(out / f"{name}_geometry.csv", geo, ("step", "hook_a", "hook_b", "position", "label"))
     last = steps[-1]
     final = [r for r in rows if r["step"] == last]
-    save_figure(plots.probe_by_position(final), out / f"{name}_by_position.png")
+    render_figure("probe_by_position", run.path, key=name)  # from the merged table's last step
     if len(steps) > 1:
-        save_figure(plots.probe_by_step(rows), out / f"{name}_by_step.png")
+        render_figure("probe_by_step", run.path, key=name)
 
     shown, rule = summary_rows(final)
     cols = ["hook", "label", "position", "metric", "score", "majority"]
@@ -184,9 +184,9 @@ def cmd_probe(args) -> int:
 
 
 def cmd_lens(args) -> int:
-    from grokscope.interp import plots
+    from grokscope.figures import render_figure
     from grokscope.interp.activations import check_hooks, iter_checkpoint_models
-    from grokscope.interp.io import format_table, merge_csv, save_figure
+    from grokscope.interp.io import format_table, merge_csv
     from grokscope.interp.lens import default_lens_hooks, lens_rows
 
     run, config, task, steps, fit, score = _setup(args)
@@ -199,7 +199,7 @@ def cmd_lens(args) -> int:
     merge_csv(out / "lens.csv", rows, ("step", "lens", "hook", "position"))
     last = steps[-1]
     final = [r for r in rows if r["step"] == last]
-    save_figure(plots.lens_figure(final), out / "lens.png")
+    render_figure("lens", run.path)
     print(
         f"{run.path} step {last}: lens on {len(score)} {args.score!r} examples (tuned lens fitted on "
         f"{len(fit)} {args.fit!r} examples); all loss positions together"
@@ -216,10 +216,12 @@ def cmd_pca(args) -> int:
     import torch
 
     from grokscope.errors import GrokscopeError
+    from grokscope.figures import interp as plots
+    from grokscope.figures.render import save_gif
+    from grokscope.figures.render import save_png as save_figure
     from grokscope.interp import pca as P
-    from grokscope.interp import plots
     from grokscope.interp.activations import check_hooks, iter_checkpoint_models, parse_steps
-    from grokscope.interp.io import merge_csv, safe_name, save_animation, save_figure
+    from grokscope.interp.io import merge_csv, safe_name
     from grokscope.loading import build
     from grokscope.train.run_folder import RunFolder
 
@@ -271,8 +273,8 @@ def cmd_pca(args) -> int:
             out / f"{tag}_explained.png",
         )
         if not args.no_gif:
-            fig, anim = plots.pca_animation(result.steps, proj, result.explained.numpy(), labels)
-            save_animation(fig, anim, out / f"{tag}_pca.gif")
+            _, anim = plots.pca_animation(result.steps, proj, result.explained.numpy(), labels)
+            save_gif(anim, out / f"{tag}_pca.gif")
     print(
         f"{run.path}: PCA of {args.of} over {len(steps)} checkpoints ({steps[0]}..{steps[-1]}), basis {args.basis}"
     )
@@ -315,10 +317,10 @@ def cmd_pca(args) -> int:
 
 
 def cmd_embspace(args) -> int:
+    from grokscope.figures import interp as plots
+    from grokscope.figures.render import save_png as save_figure
     from grokscope.interp import embedding_space as ES
-    from grokscope.interp import plots
     from grokscope.interp.activations import iter_checkpoint_models, parse_steps
-    from grokscope.interp.io import save_figure
     from grokscope.loading import build
     from grokscope.train.run_folder import RunFolder
 

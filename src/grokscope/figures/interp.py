@@ -1,20 +1,26 @@
-"""Figures of the interpretability toolkit: one function per figure, returning a matplotlib Figure (no I/O)."""
+"""Figures of the interpretability toolkit (probes, lenses, PCA, embedding space): one function per
+figure, returning a matplotlib Figure (no I/O).
+
+Probe and lens figures are registered (made from `analysis/probes/LABEL.csv` and
+`analysis/lens/lens.csv`); the PCA, circle and embedding-space figures are saved by their verbs
+through `grokscope.figures.render`.
+"""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from grokscope.figures.render import new_figure
+from grokscope.figures.spec import FigureSpec, glob_keys, register_figure
 
 
 def _grid(n: int, max_cols: int = 4, size: float = 3.0):
     cols = min(n, max_cols)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    fig, axes = new_figure(rows, cols, size=(size * cols, size * rows), layout=None)
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, list(axes.flat[:n])
@@ -89,7 +95,8 @@ def lens_figure(rows: list[dict]):
     """Accuracy and loss of each lens at each hook (all loss positions together)."""
     rows = [r for r in rows if r["position"] == "all"]
     hooks = list(dict.fromkeys(r["hook"] for r in rows if r["lens"] != "model"))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, axes = new_figure(1, 2, size=(10, 3.5), layout=None)
+    ax1, ax2 = axes[0]
     x = np.arange(len(hooks))
     lenses = [lens for lens in ("logit", "tuned") if any(r["lens"] == lens for r in rows)]
     for i, lens in enumerate(lenses):
@@ -141,7 +148,8 @@ def pca_small_multiples(steps, projections, explained, token_labels, max_panels:
 
 
 def explained_variance_figure(steps, explained):
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, axes = new_figure(size=(5, 3), layout=None)
+    ax = axes[0, 0]
     for j in range(explained.shape[1]):
         ax.plot(steps, explained[:, j], label=f"PC{j + 1}")
     ax.set_xlabel("step")
@@ -152,10 +160,11 @@ def explained_variance_figure(steps, explained):
 
 
 def pca_animation(steps, projections, explained, token_labels):
-    """A FuncAnimation of PC1 vs PC2 over checkpoints (save with matplotlib's PillowWriter)."""
+    """(Figure, FuncAnimation) of PC1 vs PC2 over checkpoints (save with `render.save_gif`)."""
     from matplotlib.animation import FuncAnimation
 
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, axes = new_figure(size=(4, 4), layout=None)
+    ax = axes[0, 0]
     lim = np.abs(projections[:, :, :2]).max() * 1.1
 
     def draw(i):
@@ -209,3 +218,72 @@ def heatmap_grid(
     fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- from the run folder
+def _rows(path: Path) -> list[dict]:
+    from grokscope.interp.io import read_csv
+
+    return read_csv(path)
+
+
+def last_step_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the latest checkpoint in a table (all rows where it has no step column)."""
+    steps = [r["step"] for r in rows if r.get("step") is not None]
+    return [r for r in rows if r.get("step") == max(steps)] if steps else rows
+
+
+def _probe_by_position(folder: Path, key: str):
+    rows = last_step_rows(_rows(folder / f"analysis/probes/{key}.csv"))
+    return probe_by_position(rows) if rows else None
+
+
+def _probe_by_step(folder: Path, key: str):
+    rows = _rows(folder / f"analysis/probes/{key}.csv")
+    return probe_by_step(rows) if len({r.get("step") for r in rows}) > 1 else None
+
+
+def _lens(folder: Path, _key):
+    rows = last_step_rows(_rows(folder / "analysis/lens/lens.csv"))
+    return lens_figure(rows) if rows else None
+
+
+_probe_keys = glob_keys("analysis/probes/*.csv", exclude_suffix="_geometry")
+register_figure(
+    FigureSpec(
+        "probe_by_position",
+        "Probe score by position",
+        "Held-out score of a linear probe for each label column at each position and hook, at the last "
+        "probed checkpoint; dotted: the control task, black: the majority baseline, green: the position "
+        "whose answer needs the label.",
+        "interp",
+        ("analysis/probes/{key}.csv",),
+        "analysis/probes/{key}_by_position.png",
+        _probe_by_position,
+        keys=_probe_keys,
+    )
+)
+register_figure(
+    FigureSpec(
+        "probe_by_step",
+        "Probe score across checkpoints",
+        "Held-out probe score over training, at each hook's best position on the last checkpoint.",
+        "interp",
+        ("analysis/probes/{key}.csv",),
+        "analysis/probes/{key}_by_step.png",
+        _probe_by_step,
+        keys=_probe_keys,
+    )
+)
+register_figure(
+    FigureSpec(
+        "lens",
+        "Logit lens and tuned lens",
+        "Accuracy and loss of the true answer when each residual hook is decoded directly (logit lens) "
+        "or through a fitted affine map (tuned lens), against the model's own output.",
+        "interp",
+        ("analysis/lens/lens.csv",),
+        "analysis/lens/lens.png",
+        _lens,
+    )
+)
