@@ -1,7 +1,8 @@
 """Report sections from what the interpretability verbs wrote under DIR/analysis/ (nothing is recomputed).
 
 `interp_report_sections(run_dir)` -> [(title, html)], self-contained HTML (PNGs and GIFs embedded as
-base64), one section per kind of result present: probes, lens, PCA, embedding space, TL export.
+base64), one section per kind of result present: probes, lens, PCA, embedding space, TL export. The
+report (`grokscope.report`) adds the registered probe and lens figures to these sections.
 """
 
 from __future__ import annotations
@@ -93,10 +94,6 @@ def _probe_section(d: Path) -> str:
                         ],
                     )
                 )
-        for suffix in ("_by_position.png", "_by_step.png"):
-            fig = d / f"{csv_path.stem}{suffix}"
-            if fig.is_file():
-                parts.append(_img(fig))
     return "".join(parts)
 
 
@@ -109,8 +106,6 @@ def _lens_section(d: Path) -> str:
         "answer is present but not yet in the output basis; both low: it is not computed yet.</p>"
     )
     out += _table(rows, ["lens", "hook", "acc", "loss"])
-    if (d / "lens.png").is_file():
-        out += _img(d / "lens.png")
     return out
 
 
@@ -147,10 +142,13 @@ def _tl_section(d: Path) -> str:
     )
 
 
-def interp_report_sections(run_dir) -> list[tuple[str, str]]:
-    """[(title, html)] for every interpretability result found under run_dir/analysis/."""
+def interp_report_parts(run_dir) -> list[tuple[str, Path, str]]:
+    """[(title, folder, html)] for every interpretability result found under run_dir/analysis/.
+
+    The html holds the tables (and the PCA / embedding-space images the verbs saved); the report adds
+    the registered figures (`grokscope.figures.interp`) whose PNGs lie in the same folder."""
     base = Path(run_dir) / "analysis"
-    sections = []
+    parts = []
     for title, sub, marker, build in (
         ("Linear probes", "probes", "*.csv", _probe_section),
         ("Logit lens and tuned lens", "lens", "lens.csv", _lens_section),
@@ -160,11 +158,10 @@ def interp_report_sections(run_dir) -> list[tuple[str, str]]:
     ):
         d = base / sub
         if d.is_dir() and any(d.glob(marker)):
-            sections.append((title, build(d)))
-    return sections
+            parts.append((title, d, build(d)))
+    return parts
 
 
-def interp_section(ctx) -> str | None:
-    """A `grokscope.report` section builder: every interpretability result of the run, or None."""
-    sections = interp_report_sections(ctx.path)
-    return "".join(f"<h2>{html.escape(t)}</h2>{h}" for t, h in sections) or None
+def interp_report_sections(run_dir) -> list[tuple[str, str]]:
+    """[(title, html)] for every interpretability result found under run_dir/analysis/."""
+    return [(title, h) for title, _, h in interp_report_parts(run_dir)]
