@@ -140,3 +140,31 @@ def test_report_of_an_addition_run_after_eval_has_its_tables_and_figures(additio
     assert (addition_run / "figures" / "loss_by_position.png").is_file()
     labels = json.loads((addition_run / "analysis" / "position_labels.json").read_text())
     assert labels[0] == "digit x10^5" and len(labels) == 6
+
+
+def test_interp_figures_are_made_from_the_tables_and_tensors_the_verbs_wrote(tiny_run, tmp_path):
+    path = tmp_path / "tiny"
+    shutil.copytree(tiny_run, path, ignore=shutil.ignore_patterns("analysis", "figures", "report.html"))
+    hook = "blocks.0.hook_resid_post"
+    assert main(["pca", str(path), "--step", "every:20"]) == 0
+    assert main(["embspace", str(path)]) == 0
+    assert main(["lens", str(path), "--hook", hook, "--max-examples", "100", "--no-tuned"]) == 0
+    a = path / "analysis"
+    for data in ("pca/W_E_pca.safetensors", "pca/circles.safetensors", "embspace/L0.safetensors"):
+        assert (a / data).is_file(), data
+    pngs = ["pca/W_E_pca.png", "pca/W_E_explained.png", "pca/circles.png", "embspace/L0_qk.png"]
+    pngs += ["embspace/L0_ov.png", "embspace/L0_neurons.png", "lens/lens.png"]
+    for png in pngs:
+        assert (a / png).read_bytes()[:4] == b"\x89PNG", png
+    (a / "pca" / "W_E_pca.png").unlink()  # made again by the report, from the tensors
+    assert main(["report", str(path), "--quiet", "--no-analyze"]) == 0
+    page = (path / "report.html").read_text()
+    for heading in ("PCA across checkpoints", "Embedding-space views", "Logit lens and tuned lens"):
+        assert f"<h2>{heading}</h2>" in page
+    for title in ("PCA across checkpoints (W_E)", "Key-frequency circles", "Query-key token table (L0)"):
+        assert f"<h3>{title}</h3>" in page
+    assert "data:image/gif;base64," in page  # the PCA animation the verb saved
+    assert page.count("data:image/png;base64,") == len(pngs)
+    stamps = {p: (a / p).stat().st_mtime_ns for p in pngs}
+    assert main(["report", str(path), "--quiet", "--no-analyze"]) == 0
+    assert {p: (a / p).stat().st_mtime_ns for p in pngs} == stamps

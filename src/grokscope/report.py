@@ -67,9 +67,10 @@ def esc(x) -> str:
 
 
 def img_tag(png: Path | bytes, alt: str = "") -> str:
-    """An <img> with the PNG inlined as base64 (so the page opens offline, alone)."""
+    """An <img> with the PNG (or a GIF file) inlined as base64 (so the page opens offline, alone)."""
     data = png.read_bytes() if isinstance(png, Path) else png
-    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    mime = "image/gif" if isinstance(png, Path) and png.suffix == ".gif" else "image/png"
+    return f'<img alt="{esc(alt)}" src="data:{mime};base64,{base64.b64encode(data).decode()}">'
 
 
 def figure_block(title: str, explanation: str, png: Path | bytes) -> str:
@@ -276,12 +277,18 @@ def section_progress_figures(ctx: ReportContext) -> str | None:
 
 def section_interp(ctx: ReportContext) -> str | None:
     """Probes, lenses, PCA, embedding-space views, TL export: tables plus their registered figures."""
+    from grokscope.figures import figure_specs
     from grokscope.interp.report import interp_report_parts
 
-    parts = [
-        f"<h2>{esc(title)}</h2>{body}{figure_blocks(ctx, 'interp', under=folder)}"
-        for title, folder, body in interp_report_parts(ctx.path)
-    ]
+    claimed = {inst.output for spec in figure_specs("interp") for inst in spec.instances(ctx.path)}
+    parts = []
+    for title, folder, body in interp_report_parts(ctx.path):
+        figs = figure_blocks(ctx, "interp", under=folder)
+        others = [p for p in sorted(folder.iterdir()) if p.suffix in (".png", ".gif") and p not in claimed]
+        extra = "".join(
+            f"<figure>{img_tag(p, p.name)}<figcaption>{esc(p.name)}</figcaption></figure>" for p in others
+        )
+        parts.append(f"<h2>{esc(title)}</h2>{body}{figs}{extra}")
     return "".join(parts) or None
 
 

@@ -87,14 +87,9 @@ def snapshot_bytes(snap: Snapshot, key) -> bytes:
 
 def read_snapshot(path: str | Path) -> Snapshot:
     """The snapshot `analyze_run` wrote (`neurons` holds the example neurons only)."""
-    from safetensors import safe_open
+    from grokscope.files import read_tensors_metadata
 
-    from grokscope.files import read_tensors
-
-    path = Path(path)
-    t = read_tensors(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    t, meta = read_tensors_metadata(Path(path))
     step = meta.get("step")
     freqs = t["example_neuron_freqs"].tolist()
     return Snapshot(

@@ -287,3 +287,141 @@ register_figure(
         _lens,
     )
 )
+
+
+# ----------------------------------------------------------------------------- PCA, circles, embedding space
+# The verbs write these tensors into analysis/ (safetensors, names as JSON in the metadata); the
+# figures below are made from them.
+PCA_DATA = "analysis/pca/{key}_pca.safetensors"  # steps [S], projections [S, n, k], explained [S, k]
+CIRCLES_DATA = "analysis/pca/circles.safetensors"  # projections [freqs, p, 2], freqs [freqs]
+EMBSPACE_DATA = "analysis/embspace/{key}.safetensors"  # qk, ov, neuron_in, neuron_out of layer `key`
+
+
+def _tensors(path: Path):
+    from grokscope.files import read_tensors_metadata
+
+    return read_tensors_metadata(path)
+
+
+def pca_data(folder: Path, key: str) -> tuple[list[int], np.ndarray, np.ndarray, list[str]]:
+    """(steps, projections [S, n, k], explained [S, k], token labels) of one PCA the `pca` verb wrote."""
+    import json
+
+    t, meta = _tensors(Path(folder) / PCA_DATA.format(key=key))
+    return t["steps"].tolist(), t["projections"].numpy(), t["explained"].numpy(), json.loads(meta["labels"])
+
+
+def _pca(folder: Path, key: str):
+    steps, proj, explained, labels = pca_data(folder, key)
+    return pca_small_multiples(steps, proj, explained, labels)
+
+
+def _pca_explained(folder: Path, key: str):
+    steps, _, explained, _ = pca_data(folder, key)
+    return explained_variance_figure(steps, explained) if len(steps) > 1 else None
+
+
+def pca_gif(folder: Path, key: str):
+    """The animation of one PCA over checkpoints (save with `render.save_gif`)."""
+    steps, proj, explained, labels = pca_data(folder, key)
+    return pca_animation(steps, proj, explained, labels)[1]
+
+
+def _circles(folder: Path, _key):
+    t, meta = _tensors(Path(folder) / CIRCLES_DATA)
+    return circles_figure(
+        t["projections"].numpy(),
+        t["freqs"].tolist(),
+        f"step {meta.get('step')}: numbers on key-frequency planes",
+    )
+
+
+def _embspace(kind: str):
+    def make(folder: Path, key: str):
+        import json
+
+        t, meta = _tensors(Path(folder) / EMBSPACE_DATA.format(key=key))
+        names, out_names, step = json.loads(meta["names"]), json.loads(meta["out_names"]), meta.get("step")
+        if kind == "qk":
+            H = t["qk"].shape[0]
+            return heatmap_grid(
+                list(t["qk"].numpy()), [f"{key}H{h} QK" for h in range(H)], "key token", "query token",
+                names, names, f"step {step}: E W_QK Eᵀ per head",
+            )  # fmt: skip
+        if kind == "ov":
+            H = t["ov"].shape[0]
+            return heatmap_grid(
+                list(t["ov"].numpy()), [f"{key}H{h} OV" for h in range(H)], "output token",
+                "attended token", out_names, names, f"step {step}: E W_OV W_U per head",
+            )  # fmt: skip
+        if "neuron_in" not in t:
+            return None  # attention-only model
+        n = t["neuron_in"].shape[0]
+        return heatmap_grid(
+            [t["neuron_in"].numpy(), t["neuron_out"].numpy()],
+            [f"{key} input profile E W_in", f"{key} output profile W_out W_U"],
+            "token", f"neuron (top {n} by |W_out|)", None, None, f"step {step}: MLP neurons in token space",
+        )  # fmt: skip
+
+    return make
+
+
+_pca_keys = glob_keys("analysis/pca/*_pca.safetensors")
+_layer_keys = glob_keys("analysis/embspace/*.safetensors")
+for _name, _title, _explanation, _inputs, _output, _make, _keys in [
+    (
+        "pca",
+        "PCA across checkpoints",
+        "PC1 against PC2 of the token rows at up to 12 checkpoints, with each one's explained variance.",
+        (PCA_DATA,),
+        "analysis/pca/{key}_pca.png",
+        _pca,
+        _pca_keys,
+    ),
+    (
+        "pca_explained",
+        "Explained variance over training",
+        "Fraction of the variance each principal component explains, at every analysed checkpoint.",
+        (PCA_DATA,),
+        "analysis/pca/{key}_explained.png",
+        _pca_explained,
+        _pca_keys,
+    ),
+    (
+        "circles",
+        "Key-frequency circles",
+        "Each panel projects the number embeddings on the plane of one key frequency's cos/sin pair.",
+        (CIRCLES_DATA,),
+        "analysis/pca/circles.png",
+        _circles,
+        None,
+    ),
+    (
+        "embspace_qk",
+        "Query-key token table",
+        "E·W_QK·Eᵀ per head (direct path; LayerNorm and positions ignored).",
+        (EMBSPACE_DATA,),
+        "analysis/embspace/{key}_qk.png",
+        _embspace("qk"),
+        _layer_keys,
+    ),
+    (
+        "embspace_ov",
+        "Output-value token table",
+        "E·W_OV·W_U per head: which output token attending to a token promotes.",
+        (EMBSPACE_DATA,),
+        "analysis/embspace/{key}_ov.png",
+        _embspace("ov"),
+        _layer_keys,
+    ),
+    (
+        "embspace_neurons",
+        "MLP neurons in token space",
+        "Input (E·W_in) and output (W_out·W_U) token profiles of the neurons with the largest output weights.",
+        (EMBSPACE_DATA,),
+        "analysis/embspace/{key}_neurons.png",
+        _embspace("neurons"),
+        _layer_keys,
+    ),
+]:
+    register_figure(FigureSpec(_name, _title, _explanation, "interp", _inputs, _output, _make, keys=_keys))

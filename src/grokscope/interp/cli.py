@@ -213,12 +213,15 @@ def cmd_lens(args) -> int:
 
 
 def cmd_pca(args) -> int:
+    import json
+
     import torch
 
     from grokscope.errors import GrokscopeError
-    from grokscope.figures import interp as plots
+    from grokscope.figures import render_figure
+    from grokscope.figures.interp import CIRCLES_DATA, PCA_DATA, pca_gif
     from grokscope.figures.render import save_gif
-    from grokscope.figures.render import save_png as save_figure
+    from grokscope.files import write_tensors
     from grokscope.interp import pca as P
     from grokscope.interp.activations import check_hooks, iter_checkpoint_models, parse_steps
     from grokscope.interp.io import merge_csv, safe_name
@@ -262,19 +265,17 @@ def cmd_pca(args) -> int:
         for i, s in enumerate(result.steps)
     ]
     merge_csv(out / f"{tag}_explained.csv", table, ("of", "step"))
-    proj = result.projections.numpy()
-    save_figure(
-        plots.pca_small_multiples(result.steps, proj, result.explained.numpy(), labels),
-        out / f"{tag}_pca.png",
-    )
+    pca_tensors = {
+        "steps": torch.tensor(list(result.steps), dtype=torch.int64),
+        "projections": result.projections,  # [checkpoints, tokens, k]
+        "explained": result.explained,  # [checkpoints, k]
+    }
+    write_tensors(run.path / PCA_DATA.format(key=tag), pca_tensors, {"labels": json.dumps(labels)})
+    render_figure("pca", run.path, key=tag)
     if len(steps) > 1:
-        save_figure(
-            plots.explained_variance_figure(result.steps, result.explained.numpy()),
-            out / f"{tag}_explained.png",
-        )
+        render_figure("pca_explained", run.path, key=tag)
         if not args.no_gif:
-            _, anim = plots.pca_animation(result.steps, proj, result.explained.numpy(), labels)
-            save_gif(anim, out / f"{tag}_pca.gif")
+            save_gif(pca_gif(run.path, tag), out / f"{tag}_pca.gif")
     print(
         f"{run.path}: PCA of {args.of} over {len(steps)} checkpoints ({steps[0]}..{steps[-1]}), basis {args.basis}"
     )
@@ -286,10 +287,9 @@ def cmd_pca(args) -> int:
         last = steps[-1]
         freqs = P.key_frequencies(W_numbers[last])
         circ = [P.circle_projections(W_numbers[s], freqs) for s in steps]
-        save_figure(
-            plots.circles_figure(circ[-1].numpy(), freqs, f"step {last}: numbers on key-frequency planes"),
-            out / "circles.png",
-        )
+        circles = {"projections": circ[-1], "freqs": torch.tensor(freqs, dtype=torch.int64)}
+        write_tensors(run.path / CIRCLES_DATA, circles, {"step": str(last)})
+        render_figure("circles", run.path)
         radius_cv = [
             {
                 "step": s,
@@ -308,7 +308,6 @@ def cmd_pca(args) -> int:
             + "); circle radius CV (0 = perfect circle): "
             + ", ".join(f"{r['radius_cv']:.3f}" for r in radius_cv[-len(freqs) :])
         )
-        del torch
     print(f"wrote {out}")
     return 0
 
@@ -317,8 +316,11 @@ def cmd_pca(args) -> int:
 
 
 def cmd_embspace(args) -> int:
-    from grokscope.figures import interp as plots
-    from grokscope.figures.render import save_png as save_figure
+    import json
+
+    from grokscope.figures import render_figure
+    from grokscope.figures.interp import EMBSPACE_DATA
+    from grokscope.files import write_tensors
     from grokscope.interp import embedding_space as ES
     from grokscope.interp.activations import iter_checkpoint_models, parse_steps
     from grokscope.loading import build
@@ -332,48 +334,21 @@ def cmd_embspace(args) -> int:
     names = task.token_names()
     out_names = names[: task.d_vocab_out]
     for step, model in iter_checkpoint_models(run, config, task, steps[-1:]):
+        meta = {"step": str(step), "names": json.dumps(names), "out_names": json.dumps(out_names)}
         for layer in range(len(model.blocks)):
             qk, ov = ES.head_tables(model, layer)
-            H = qk.shape[0]
-            save_figure(
-                plots.heatmap_grid(
-                    [t.numpy() for t in qk],
-                    [f"L{layer}H{h} QK" for h in range(H)],
-                    "key token",
-                    "query token",
-                    names,
-                    names,
-                    f"step {step}: E W_QK Eᵀ per head",
-                ),
-                out / f"L{layer}_qk.png",
-            )
-            save_figure(
-                plots.heatmap_grid(
-                    [t.numpy() for t in ov],
-                    [f"L{layer}H{h} OV" for h in range(H)],
-                    "output token",
-                    "attended token",
-                    out_names,
-                    names,
-                    f"step {step}: E W_OV W_U per head",
-                ),
-                out / f"L{layer}_ov.png",
-            )
+            tables = {"qk": qk.float(), "ov": ov.float()}  # [head_index, d_vocab, d_vocab(_out)]
             if not model.cfg.attn_only:
                 idx = ES.top_neurons(model, layer, args.neurons)
                 win, wout = ES.neuron_profiles(model, layer)
-                save_figure(
-                    plots.heatmap_grid(
-                        [win[:, idx].T.numpy(), wout[idx].numpy()],
-                        [f"L{layer} input profile E W_in", f"L{layer} output profile W_out W_U"],
-                        "token",
-                        f"neuron (top {len(idx)} by |W_out|)",
-                        None,
-                        None,
-                        f"step {step}: MLP neurons in token space",
-                    ),
-                    out / f"L{layer}_neurons.png",
-                )
+                tables |= {
+                    "neuron_in": win[:, idx].T.float(),
+                    "neuron_out": wout[idx].float(),
+                    "neuron_ids": idx,
+                }
+            write_tensors(run.path / EMBSPACE_DATA.format(key=f"L{layer}"), tables, meta)
+            for figure in ("embspace_qk", "embspace_ov", "embspace_neurons"):
+                render_figure(figure, run.path, key=f"L{layer}")
         print(f"{run.path} step {step}: embedding-space heatmaps for {len(model.blocks)} layer(s) in {out}")
     return 0
 

@@ -2,7 +2,8 @@
 
 `interp_report_sections(run_dir)` -> [(title, html)], self-contained HTML (PNGs and GIFs embedded as
 base64), one section per kind of result present: probes, lens, PCA, embedding space, TL export. The
-report (`grokscope.report`) adds the registered probe and lens figures to these sections.
+report (`grokscope.report`) adds the registered figures (`grokscope.figures.interp`) to these
+sections, and any other image (the PCA GIF) found in their folders.
 """
 
 from __future__ import annotations
@@ -110,28 +111,22 @@ def _lens_section(d: Path) -> str:
 
 
 def _pca_section(d: Path) -> str:
-    out = []
-    for png in sorted(d.glob("*_pca.png")):
-        tag = png.name[: -len("_pca.png")]
-        out.append(f"<h3>{html.escape(tag)}</h3>")
-        for name in (f"{tag}_pca.png", f"{tag}_explained.png", f"{tag}_pca.gif"):
-            if (d / name).is_file():
-                out.append(_img(d / name))
-    if (d / "circles.png").is_file():
-        out.append(
-            "<h3>Key-frequency circles</h3><p>Each panel projects the number embeddings on the plane "
-            "of one key frequency's cos/sin pair.</p>" + _img(d / "circles.png")
+    tags = sorted(p.name[: -len("_explained.csv")] for p in d.glob("*_explained.csv"))
+    out = "<p>Principal components of " + ", ".join(f"<code>{html.escape(t)}</code>" for t in tags)
+    out += " over checkpoints (PC1 against PC2; explained variance per component).</p>"
+    if (d / "circles.csv").is_file():
+        out += (
+            "<p>Key-frequency circles: the number embeddings projected on the plane of each key "
+            "frequency's cos/sin pair; radius CV 0 is a perfect circle (circles.csv).</p>"
         )
-    return "".join(out)
+    return out
 
 
 def _embspace_section(d: Path) -> str:
-    out = [
+    return (
         "<p>Direct-path token tables (Dar et al. 2023): E·W_QK·Eᵀ, E·W_OV·W_U per head, and MLP neurons' "
         "input (E·W_in) and output (W_out·W_U) token profiles. LayerNorm and positions are ignored.</p>"
-    ]
-    out += [_img(p) for p in sorted(d.glob("*.png"))]
-    return "".join(out)
+    )
 
 
 def _tl_section(d: Path) -> str:
@@ -152,8 +147,8 @@ def interp_report_parts(run_dir) -> list[tuple[str, Path, str]]:
     for title, sub, marker, build in (
         ("Linear probes", "probes", "*.csv", _probe_section),
         ("Logit lens and tuned lens", "lens", "lens.csv", _lens_section),
-        ("PCA across checkpoints", "pca", "*_pca.png", _pca_section),
-        ("Embedding-space views", "embspace", "*.png", _embspace_section),
+        ("PCA across checkpoints", "pca", "*_explained.csv", _pca_section),
+        ("Embedding-space views", "embspace", "*", _embspace_section),
         ("TransformerLens export", "tl", "config.json", _tl_section),
     ):
         d = base / sub
