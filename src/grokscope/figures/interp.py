@@ -129,7 +129,13 @@ def _scatter(ax, xy, colors, labels=None, title=""):
     ax.set_yticks([])
 
 
-def pca_small_multiples(steps, projections, explained, token_labels, max_panels: int = 12):
+def pca_small_multiples(
+    steps: list[int],
+    projections: np.ndarray,  # [checkpoints, tokens, k]
+    explained: np.ndarray,  # [checkpoints, k]
+    token_labels: list[str],
+    max_panels: int = 12,
+):
     """PC1 vs PC2 of the token rows at up to `max_panels` checkpoints."""
     idx = np.unique(np.linspace(0, len(steps) - 1, min(max_panels, len(steps))).round().astype(int))
     fig, axes = _grid(len(idx), size=2.6)
@@ -147,7 +153,7 @@ def pca_small_multiples(steps, projections, explained, token_labels, max_panels:
     return fig
 
 
-def explained_variance_figure(steps, explained):
+def explained_variance_figure(steps: list[int], explained: np.ndarray):  # explained: [checkpoints, k]
     fig, axes = new_figure(size=(5, 3), layout=None)
     ax = axes[0, 0]
     for j in range(explained.shape[1]):
@@ -159,7 +165,12 @@ def explained_variance_figure(steps, explained):
     return fig
 
 
-def pca_animation(steps, projections, explained, token_labels):
+def pca_animation(
+    steps: list[int],
+    projections: np.ndarray,  # [checkpoints, tokens, k]
+    explained: np.ndarray,  # [checkpoints, k]
+    token_labels: list[str],
+):
     """(Figure, FuncAnimation) of PC1 vs PC2 over checkpoints (save with `render.save_gif`)."""
     from matplotlib.animation import FuncAnimation
 
@@ -182,7 +193,7 @@ def pca_animation(steps, projections, explained, token_labels):
     return fig, FuncAnimation(fig, draw, frames=len(steps), interval=250)
 
 
-def circles_figure(projections, freqs, title=""):
+def circles_figure(projections: np.ndarray, freqs: list[int], title: str = ""):  # [freqs, p, 2]
     """One panel per key frequency: the numbers on that frequency's cos/sin plane, coloured by value."""
     fig, axes = _grid(max(1, len(freqs)), size=2.6)
     p = projections.shape[1]
@@ -195,7 +206,7 @@ def circles_figure(projections, freqs, title=""):
 
 
 def heatmap_grid(
-    tables: list[np.ndarray],
+    tables: list[np.ndarray],  # each [rows, cols], e.g. [d_vocab, d_vocab] per head
     titles: list[str],
     xlabel: str,
     ylabel: str,

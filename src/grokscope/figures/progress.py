@@ -53,7 +53,7 @@ def _loss_axes(ax, progress, phases, train_label="train loss", test_label="test 
     shade_phases(ax, phases)
 
 
-def loss_and_accuracy(progress: dict, phases=None):
+def loss_and_accuracy(progress: dict[str, np.ndarray], phases=None):  # columns [checkpoints]
     """Train/test loss (log scale) and accuracy over training, phases shaded."""
     fig, axes = new_figure(1, 2, size=(10, 3.8))
     ax = axes[0, 0]
@@ -71,7 +71,12 @@ def loss_and_accuracy(progress: dict, phases=None):
     return fig
 
 
-def fourier_norms(norms, names: list[str], title: str, key_freqs: list[int] = ()):
+def fourier_norms(
+    norms,  # [p]: one norm per Fourier component (const, cos 1, sin 1, ...)
+    names: list[str],
+    title: str,
+    key_freqs: list[int] = (),
+):
     """Bar chart of the norm of each Fourier component; cos and sin in two colours, key freqs marked."""
     norms = np.asarray(norms)
     fig, axes = new_figure(size=(10, 3.2))
@@ -89,7 +94,7 @@ def fourier_norms(norms, names: list[str], title: str, key_freqs: list[int] = ()
     return fig
 
 
-def attention_heads(attn_to_a, p: int):
+def attention_heads(attn_to_a, p: int):  # attn_to_a: [head_index, p, p] over (a, b)
     """Attention from '=' to the first operand a, per head, over all inputs (a, b)."""
     attn = np.asarray(attn_to_a)
     H = attn.shape[0]
@@ -126,7 +131,7 @@ def neuron_activations(
     return fig
 
 
-def logit_fourier(norms2d, names: list[str], key_freqs: list[int] = ()):
+def logit_fourier(norms2d, names: list[str], key_freqs: list[int] = ()):  # norms2d: [p, p]
     """Norm of the logits' 2D Fourier components (over a, b): bright where the circuit writes."""
     z = np.asarray(norms2d)
     fig, axes = new_figure(size=(6.2, 5.4))
@@ -142,7 +147,13 @@ def logit_fourier(norms2d, names: list[str], key_freqs: list[int] = ()):
     return fig
 
 
-def neuron_frequency_summary(neuron_frac, neuron_freq, threshold: float, K: int, key_freqs=()):
+def neuron_frequency_summary(
+    neuron_frac,  # [d_mlp]: variance fraction explained by each neuron's best frequency
+    neuron_freq,  # [d_mlp]: that frequency
+    threshold: float,
+    K: int,
+    key_freqs=(),
+):
     """Histogram of each neuron's fraction explained by its best frequency, and neurons per frequency."""
     frac = np.asarray(neuron_frac)
     freq = np.asarray(neuron_freq)
@@ -163,7 +174,7 @@ def neuron_frequency_summary(neuron_frac, neuron_freq, threshold: float, K: int,
     return fig
 
 
-def progress_panels(progress: dict, phases=None):
+def progress_panels(progress: dict[str, np.ndarray], phases=None):  # columns [checkpoints]
     """The paper's progress measures, each beside train/test loss: the circuit forms before test loss falls."""
     fig, axes = new_figure(2, 2, size=(11, 7))
     panels = [
