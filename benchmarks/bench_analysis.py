@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from grokscope.analysis.fourier import fourier_basis
-from grokscope.run import Run, build, load_weights
+from grokscope.run import Run, load_weights
 
 PAPER_KEY_FREQS = [14, 35, 41, 42, 52]  # the mainline run's key frequencies in Nanda et al. (2023)
 
@@ -189,8 +189,7 @@ def main() -> None:
 
     run = Run.open(args.run_dir)
     config = run.config
-    task, model = build(config)
-    model.eval()
+    task, model = run.task, run.new_model().eval()
     steps = run.checkpoint_steps()
     print(
         f"run {args.run_dir}: p = {task.p}, d_mlp = {config.model.d_mlp}, {len(steps)} checkpoints; "

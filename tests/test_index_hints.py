@@ -288,7 +288,7 @@ def test_bad_settings_give_one_clear_error(tmp_path):
 @pytest.mark.parametrize("fmt,rev,pos", [("fixed", False, "learned"), ("varlen", True, "abacus")])
 def test_training_smoke_with_hints(tmp_path, fmt, rev, pos):
     from grokscope.evaluation.by_length import example_scores
-    from grokscope.evaluation.figures import position_labels
+    from grokscope.evaluation.positions import position_labels
     from grokscope.run import Run
     from grokscope.train import train
 

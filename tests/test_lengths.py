@@ -215,6 +215,9 @@ def test_study_end_to_end_and_resume(tmp_path):
     )
     md = run_study(spec, tmp_path, workers=2, progress=False)
     assert "| learned | 1 |" in md and "| abacus | 1 |" in md
+    from grokscope.figures import write_figures
+
+    write_figures(tmp_path, "lengths")  # figures are made from the tables (the verb does this)
     for name in (
         "lengths.csv",
         "lengths_summary.csv",
@@ -225,6 +228,15 @@ def test_study_end_to_end_and_resume(tmp_path):
         assert (tmp_path / name).is_file(), name
     rows = (tmp_path / "lengths.csv").read_text().splitlines()
     assert rows[0] == "pos,seed,len_a,len_b,n,exact" and len(rows) == 1 + 2 * 9
+    # the study folder is a sweep folder: its report has the lengths and sweep sections
+    from grokscope.cli import main
+
+    assert main(["report", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Length generalization</h2>" in page and "<h2>Sweep summary</h2>" in page
+    summary = (tmp_path / "lengths_summary.csv").read_text().splitlines()
+    assert all(f"<td>{cell}</td>" in page for cell in summary[1].split(","))
+    assert page.count("data:image/png;base64,") >= 3  # two heatmaps and the curves
     # learned runs get positions for the longest test problem: 3 * 3 + 4 tokens
     assert Run.open(tmp_path / "runs" / "pos=learned__seed=0").config.model.n_ctx == 13
     before = (tmp_path / "runs" / "pos=abacus__seed=0" / "metrics.jsonl").stat().st_mtime_ns

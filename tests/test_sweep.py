@@ -340,7 +340,7 @@ def test_finished_trials_are_skipped_and_summarized(tmp_path, short_run):
 
 
 def test_summary_plot_against_an_override(tmp_path):
-    from grokscope.sweep.summarize import plot_summary
+    from grokscope.figures.sweeps import plot_summary
 
     rows = [
         {"trial": f"f{f}s{s}", "task.frac_train": f, "seed": s, "grok_step": g}
@@ -350,6 +350,54 @@ def test_summary_plot_against_an_override(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(GrokscopeError, match="--y 'grokk_step' is not a column"):
         plot_summary(rows, "task.frac_train", "grokk_step", tmp_path / "q.png")
+
+
+def test_report_of_a_sweep_has_its_summary_table_and_plot(tmp_path, short_run):
+    """`grokscope report SWEEP_DIR`: the summary (written first) as a table, the default plot."""
+    out = tmp_path / "sweep"
+    trials = []
+    grok = {"f0.3": 20, "f0.5": None}
+    for name, frac in (("f0.3", 0.3), ("f0.5", 0.5)):
+        shutil.copytree(short_run, out / "runs" / name)
+        rows = [
+            {"step": 0, "train_loss": 4.0, "test_loss": 4.5, "train_acc": 0.0, "test_acc": 0.0},
+            {
+                "step": 20,
+                "train_loss": 0.0125,
+                "test_loss": 0.0375 if grok[name] else 7.25,
+                "train_acc": 1.0,
+                "test_acc": 0.995 if grok[name] else 0.5,
+            },
+        ]
+        (out / "runs" / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        trials.append({"name": name, "overrides": {"task.frac_train": frac}, "seed": 0})
+    manifest = {
+        "name": "fracs",
+        "base": "tiny",
+        "set": [],
+        "swept_keys": ["task.frac_train"],
+        "trials": trials,
+    }
+    (out / "sweep.json").write_text(json.dumps(manifest))
+    from grokscope.cli import main
+
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "<h1>grokscope report: sweep fracs</h1>" in page
+    assert "<h2>Sweep</h2>" in page and "<h2>Sweep summary</h2>" in page
+    with open(out / "summary.csv", newline="") as f:
+        summary = {r["trial"]: r for r in csv.DictReader(f)}
+    assert summary["f0.3"]["grok_step"] == "20" and summary["f0.5"]["grok_step"] == ""
+    for row in summary.values():  # every row of the table, its numbers as in summary.csv
+        cells = [row[k] for k in ("trial", "task.frac_train", "seed", "final_test_loss", "best_test_acc")]
+        assert all(f"<td>{c}</td>" in page for c in cells)
+    assert "<td>0.0375</td>" in page and "<td>7.25</td>" in page
+    assert "<h3>Grokking step against the swept setting (task_frac_train)</h3>" in page
+    plot = out / "grok_step_vs_task_frac_train.png"
+    assert plot.read_bytes()[:4] == b"\x89PNG" and page.count("data:image/png;base64,") == 1
+    made = plot.stat().st_mtime_ns
+    assert main(["report", str(out)]) == 0  # nothing changed: summary.csv and the plot stay
+    assert plot.stat().st_mtime_ns == made
 
 
 # ----------------------------------------------------------------------------- ray

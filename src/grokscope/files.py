@@ -68,6 +68,19 @@ def read_bytes(path: Path, max_bytes: int = MAX_TENSOR_FILE_BYTES) -> bytes:
     return path.read_bytes()
 
 
+def write_if_changed(path: Path, data: bytes | str) -> bool:
+    """`atomic_write_bytes` unless `path` already holds exactly `data` (its mtime then stays, so
+    whatever was made from it is still up to date); returns whether it wrote."""
+    data = data.encode() if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)
+    return True
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file (never unpickles); any damage becomes a clear error."""
     from safetensors import SafetensorError
@@ -88,3 +101,23 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise GrokscopeError(f"missing file: {path}") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise GrokscopeError(f"{path} is corrupt or not a safetensors file ({e})") from None
+
+
+def write_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    """Write tensors (made contiguous, on CPU) as one safetensors file, atomically, unless unchanged."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_if_changed(path, data)
+
+
+def read_tensors_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """`read_tensors` plus the file's string metadata."""
+    from safetensors import safe_open
+
+    tensors = read_tensors(path)
+    with safe_open(str(path), framework="pt") as f:
+        return tensors, dict(f.metadata() or {})

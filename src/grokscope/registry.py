@@ -72,7 +72,7 @@ class Registry(Generic[T]):
 TASKS: Registry = Registry("task.kind", builtins=("grokscope.tasks",))
 #: model.pos part -> the PositionalEncoding class (combinations `abacus+X` are built from parts)
 POSITIONAL: Registry = Registry("model.pos", builtins=("grokscope.model.positional",))
-#: figure name -> FigureSpec (grokscope.figures); the report walks these
+#: figure name -> FigureSpec (grokscope.figures.spec): study, input files, output PNG; the report walks these
 FIGURES: Registry = Registry("figure", builtins=("grokscope.figures",))
-#: report section name -> section builder (grokscope.report)
+#: report section name -> ReportSection (grokscope.report): a builder for run or sweep folders
 REPORT_SECTIONS: Registry = Registry("report section", builtins=("grokscope.report",))

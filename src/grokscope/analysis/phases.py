@@ -21,7 +21,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-TRAIN_ACC = 0.99
+#: train accuracy at which the training set counts as fitted (memorization is over)
+FIT_ACC = 0.99
+#: test accuracy at which a run counts as grokked (`grok_step`, the report's and sweeps' headline)
+GROK_ACC = 0.99
 START_FRAC = 0.1
 END_FRAC = 0.9
 MIN_DROP_DECADES = 1.0
@@ -63,8 +66,8 @@ def detect_phases(progress: dict[str, np.ndarray]) -> Phases:
     test_acc = np.asarray(progress["test_acc"])
     log_test = np.log10(np.maximum(np.asarray(progress["test_loss"]), 1e-300))
     last = int(steps[-1])
-    grok = _first(steps, test_acc >= TRAIN_ACC)
-    mem_end = _first(steps, train_acc >= TRAIN_ACC)
+    grok = _first(steps, test_acc >= GROK_ACC)
+    mem_end = _first(steps, train_acc >= FIT_ACC)
     if mem_end is None:
         return Phases(None, None, None, grok, last)
     after = np.flatnonzero(steps >= mem_end)

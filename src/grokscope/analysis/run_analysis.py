@@ -8,8 +8,12 @@ analysis/excluded_loss_by_freq.csv train loss with each key frequency removed al
 analysis/fourier_W_E.csv           Fourier-component norms of W_E (const, cos_1, sin_1, ...)
 analysis/fourier_W_L.csv           Fourier-component norms of W_L = W_out W_U along the answer axis
 analysis/key_frequencies.json      key frequencies + each neuron's frequency and fraction explained
+analysis/phases.json               memorization / circuit formation / cleanup boundaries (`detect_phases`)
+analysis/snapshot.safetensors      the final checkpoint's attention, example neurons and logit Fourier norms
 analysis/analysis_meta.json        what the tables were computed with (the cache key)
 ```
+Files whose content did not change are not rewritten (their mtimes stay), so figures made from them
+are not made again.
 A second call computes only checkpoints missing from the tables, unless the key frequencies or
 options changed (then everything is recomputed). Checkpoints are streamed in chunks, so memory does
 not grow with their number.
@@ -36,8 +40,11 @@ from grokscope.analysis.key_frequencies import (
 )
 from grokscope.analysis.modular_view import check_task, last_mlp_name, modular_outputs
 from grokscope.analysis.options import AnalyzeOptions
+from grokscope.analysis.phases import detect_phases
+from grokscope.analysis.snapshot import SNAPSHOT_FILE, read_snapshot, snapshot, snapshot_bytes
 from grokscope.analysis.tables import read_table, write_table
 from grokscope.errors import GrokscopeError
+from grokscope.files import write_if_changed
 
 ANALYSIS_VERSION = 1
 PROGRESS_COLUMNS = [
@@ -170,7 +177,6 @@ def torch_threads(n: int | None):
 def _analyze_run(
     path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress
 ) -> RunAnalysis:
-    from grokscope.files import atomic_write_text
     from grokscope.run import Run, load_weights
 
     if not 0 < threshold <= 1 or not 0 <= min_share <= 1:
@@ -273,11 +279,28 @@ def _analyze_run(
         rows = sorted((r for r in rows if int(r[0]) in keep), key=lambda r: r[0])
         rows = [[int(r[0]), *r[1:]] for r in rows]
         write_table(files[name], columns[name], rows)
-    atomic_write_text(adir / "key_frequencies.json", json.dumps(key.to_dict(), indent=1))
-    atomic_write_text(meta_path, json.dumps(meta, indent=1))
+    write_if_changed(adir / "key_frequencies.json", json.dumps(key.to_dict(), indent=1))
+    write_if_changed(meta_path, json.dumps(meta, indent=1))
     result = load_analysis(run.path)
+    write_if_changed(adir / "phases.json", json.dumps(detect_phases(result.progress).to_dict(), indent=1))
+    _write_snapshot(run, model, task, key, adir / SNAPSHOT_FILE, fresh=bool(todo))
     result.meta["computed_steps"] = todo
     return result
+
+
+def _write_snapshot(run, model, task, key: KeyFrequencies, path: Path, fresh: bool) -> None:
+    """The final checkpoint's snapshot, recomputed only when checkpoints changed or it is missing."""
+    from grokscope.run import load_weights
+
+    last = run.checkpoint_steps()[-1]
+    if not fresh and path.is_file():
+        try:
+            if read_snapshot(path).step == last:
+                return
+        except GrokscopeError:
+            pass  # damaged: write it again
+    load_weights(model, run.load_checkpoint(last), f"checkpoint step {last} of {run.path}")
+    write_if_changed(path, snapshot_bytes(snapshot(model, task, last), key))
 
 
 class _NoBar:

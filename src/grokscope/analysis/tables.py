@@ -12,14 +12,16 @@ from grokscope.errors import GrokscopeError
 
 
 def write_table(path: Path, columns: list[str], rows: list[list[float]]) -> None:
-    from grokscope.files import atomic_write_text
+    """Write the table atomically; a file that already holds exactly this table is left untouched
+    (its mtime too, so figures made from it stay up to date)."""
+    from grokscope.files import write_if_changed
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_fmt(v) for v in row])
-    atomic_write_text(path, buf.getvalue())
+    write_if_changed(path, buf.getvalue())
 
 
 def _fmt(v) -> str:

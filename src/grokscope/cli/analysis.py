@@ -20,11 +20,13 @@ def _analyze(path, options=None, progress: bool = True, figures: bool = True) ->
         f"{time.perf_counter() - t0:.1f} s); key frequencies {result.key.key_freqs or 'none found'}"
     )
     print("phases: " + (", ".join(f"{n} {a}-{b}" for n, a, b in phases.spans()) or "none located"))
+    print(f"phases and final-checkpoint snapshot: {path}/analysis/phases.json, snapshot.safetensors")
     if figures:
-        from grokscope.figures import write_progress_figures
+        from grokscope.figures import write_figures
 
-        written = write_progress_figures(path)
-        print(f"{len(written)} figures in {written[0].path.parent}")
+        written = write_figures(path, "progress", force=True)
+        if written:
+            print(f"{len(written)} figures in {written[0].path.parent}")
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -36,10 +38,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from grokscope.analysis import applies_to
-    from grokscope.report import write_report
+    from grokscope.report import is_sweep_folder, write_report
     from grokscope.run import Run
 
-    if not args.no_analyze and applies_to(Run.open(args.dir).config):
+    if is_sweep_folder(args.dir):
+        from grokscope.sweep.summarize import write_summary
+
+        path, rows = write_summary(args.dir)  # unchanged trials leave summary.csv as it was
+        print(f"sweep summary: {path} ({len(rows)} trials)")
+    elif not args.no_analyze and applies_to(Run.open(args.dir).config):
         _analyze(args.dir, progress=not args.quiet, figures=False)
     print(f"report: {write_report(args.dir)}")
     return 0
@@ -55,8 +62,12 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=cmd_analyze)
 
-    p = sub.add_parser("report", help="write DIR/report.html: config, headline numbers, phases, figures")
-    p.add_argument("dir", help="run folder")
+    p = sub.add_parser(
+        "report",
+        help="write DIR/report.html: config, headline numbers, phases, figures and tables of every study "
+        "(DIR: a run folder, or a sweep / length-study folder)",
+    )
+    p.add_argument("dir", help="run folder or sweep folder")
     p.add_argument("--no-analyze", action="store_true", help="do not (re)run the progress analysis first")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=cmd_report)

@@ -48,7 +48,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.digits:
         return cmd_eval_digits(args)
     from grokscope.evaluation.by_length import evaluate_run, rows_to_csv
-    from grokscope.evaluation.figures import accuracy_heatmap, loss_by_position, position_labels
+    from grokscope.evaluation.positions import position_labels
+    from grokscope.figures import render_figure
     from grokscope.files import atomic_write_text
     from grokscope.run import Run
 
@@ -56,19 +57,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for d in args.dirs:
         rows = evaluate_run(d, args.step)
         run = Run.open(d)
-        config = run.config
         task = run.task
         analysis = run.subdir("analysis")
         atomic_write_text(analysis / "accuracy_by_length.csv", rows_to_csv(rows))
-        _save(
-            accuracy_heatmap(rows, f"{config.name} (seed {config.seed})"), analysis / "accuracy_by_length.png"
-        )
-        metrics = run.read_metrics()
-        if any("test_loss_by_pos" in r for r in metrics):
-            _save(
-                loss_by_position(metrics, position_labels(task)),
-                run.subdir("figures") / "loss_by_position.png",
-            )
+        atomic_write_text(analysis / "position_labels.json", json.dumps(position_labels(task)) + "\n")
+        render_figure("accuracy_by_length", run.path)
+        render_figure("loss_by_position", run.path)  # where metrics have per-position losses
         tables[str(run.path)] = rows
         overall = {r["split"]: r for r in rows if r["group"] == "all"}
         summary = ", ".join(
@@ -78,8 +72,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         print(f"{run.path}: {summary} -> {analysis / 'accuracy_by_length.csv'}")
     if len(tables) > 1:
-        from grokscope.evaluation.figures import seeds_distribution
-
         out = (
             Path(args.out)
             if args.out
@@ -89,7 +81,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         parts = [rows_to_csv(rows, {"run": name}) for name, rows in tables.items()]
         text = parts[0] + "".join(part.split("\n", 1)[1] for part in parts[1:])  # one header
         atomic_write_text(out / "accuracy_by_length_runs.csv", text)
-        _save(seeds_distribution(tables), out / "accuracy_by_length_runs.png")
+        render_figure("accuracy_by_length_runs", out)
         print(
             f"{len(tables)} runs -> {out / 'accuracy_by_length_runs.csv'}, {out / 'accuracy_by_length_runs.png'}"
         )
@@ -128,19 +120,6 @@ def cmd_eval_digits(args: argparse.Namespace) -> int:
         print(f"\n{', '.join(paths)}: {note}")
     print(f"\ngrids: DIR/analysis/exact_by_length_{lo}-{hi}.csv")
     return 0
-
-
-def _save(fig, path: Path) -> None:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from grokscope.files import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def cmd_data(args: argparse.Namespace) -> int:

@@ -103,9 +103,9 @@ def _setup(args):
 
 
 def cmd_probe(args) -> int:
-    from grokscope.interp import plots
+    from grokscope.figures import render_figure
     from grokscope.interp.activations import check_hooks, parse_positions
-    from grokscope.interp.io import format_table, merge_csv, safe_name, save_figure
+    from grokscope.interp.io import format_table, merge_csv, safe_name
     from grokscope.interp.labels import resolve_label
     from grokscope.interp.probing import probe_geometry, probe_model, summary_rows
 
@@ -139,9 +139,9 @@ def cmd_probe(args) -> int:
         merge_csv(out / f"{name}_geometry.csv", geo, ("step", "hook_a", "hook_b", "position", "label"))
     last = steps[-1]
     final = [r for r in rows if r["step"] == last]
-    save_figure(plots.probe_by_position(final), out / f"{name}_by_position.png")
+    render_figure("probe_by_position", run.path, key=name)  # from the merged table's last step
     if len(steps) > 1:
-        save_figure(plots.probe_by_step(rows), out / f"{name}_by_step.png")
+        render_figure("probe_by_step", run.path, key=name)
 
     shown, rule = summary_rows(final)
     cols = ["hook", "label", "position", "metric", "score", "majority"]
@@ -183,9 +183,9 @@ def cmd_probe(args) -> int:
 
 
 def cmd_lens(args) -> int:
-    from grokscope.interp import plots
+    from grokscope.figures import render_figure
     from grokscope.interp.activations import check_hooks
-    from grokscope.interp.io import format_table, merge_csv, save_figure
+    from grokscope.interp.io import format_table, merge_csv
     from grokscope.interp.lens import default_lens_hooks, lens_rows
 
     run, config, task, steps, fit, score = _setup(args)
@@ -198,7 +198,7 @@ def cmd_lens(args) -> int:
     merge_csv(out / "lens.csv", rows, ("step", "lens", "hook", "position"))
     last = steps[-1]
     final = [r for r in rows if r["step"] == last]
-    save_figure(plots.lens_figure(final), out / "lens.png")
+    render_figure("lens", run.path)
     print(
         f"{run.path} step {last}: lens on {len(score)} {args.score!r} examples (tuned lens fitted on "
         f"{len(fit)} {args.fit!r} examples); all loss positions together"
@@ -212,13 +212,18 @@ def cmd_lens(args) -> int:
 
 
 def cmd_pca(args) -> int:
+    import json
+
     import torch
 
     from grokscope.errors import GrokscopeError
+    from grokscope.figures import render_figure
+    from grokscope.figures.interp import CIRCLES_DATA, PCA_DATA, pca_gif
+    from grokscope.figures.render import save_gif
+    from grokscope.files import write_tensors
     from grokscope.interp import pca as P
-    from grokscope.interp import plots
     from grokscope.interp.activations import check_hooks, parse_steps
-    from grokscope.interp.io import merge_csv, safe_name, save_animation, save_figure
+    from grokscope.interp.io import merge_csv, safe_name
     from grokscope.run import Run
 
     run = Run.open(args.dir)
@@ -258,19 +263,17 @@ def cmd_pca(args) -> int:
         for i, s in enumerate(result.steps)
     ]
     merge_csv(out / f"{tag}_explained.csv", table, ("of", "step"))
-    proj = result.projections.numpy()
-    save_figure(
-        plots.pca_small_multiples(result.steps, proj, result.explained.numpy(), labels),
-        out / f"{tag}_pca.png",
-    )
+    pca_tensors = {
+        "steps": torch.tensor(list(result.steps), dtype=torch.int64),
+        "projections": result.projections,  # [checkpoints, tokens, k]
+        "explained": result.explained,  # [checkpoints, k]
+    }
+    write_tensors(run.path / PCA_DATA.format(key=tag), pca_tensors, {"labels": json.dumps(labels)})
+    render_figure("pca", run.path, key=tag)
     if len(steps) > 1:
-        save_figure(
-            plots.explained_variance_figure(result.steps, result.explained.numpy()),
-            out / f"{tag}_explained.png",
-        )
+        render_figure("pca_explained", run.path, key=tag)
         if not args.no_gif:
-            fig, anim = plots.pca_animation(result.steps, proj, result.explained.numpy(), labels)
-            save_animation(fig, anim, out / f"{tag}_pca.gif")
+            save_gif(pca_gif(run.path, tag), out / f"{tag}_pca.gif")
     print(
         f"{run.path}: PCA of {args.of} over {len(steps)} checkpoints ({steps[0]}..{steps[-1]}), basis {args.basis}"
     )
@@ -282,10 +285,9 @@ def cmd_pca(args) -> int:
         last = steps[-1]
         freqs = P.circle_frequencies(model, task)  # `model` holds the last step's weights
         circ = [P.circle_projections(W_numbers[s], freqs) for s in steps]
-        save_figure(
-            plots.circles_figure(circ[-1].numpy(), freqs, f"step {last}: numbers on key-frequency planes"),
-            out / "circles.png",
-        )
+        circles = {"projections": circ[-1], "freqs": torch.tensor(freqs, dtype=torch.int64)}
+        write_tensors(run.path / CIRCLES_DATA, circles, {"step": str(last)})
+        render_figure("circles", run.path)
         radius_cv = [
             {
                 "step": s,
@@ -304,7 +306,6 @@ def cmd_pca(args) -> int:
             + "); circle radius CV (0 = perfect circle): "
             + ", ".join(f"{r['radius_cv']:.3f}" for r in radius_cv[-len(freqs) :])
         )
-        del torch
     print(f"wrote {out}")
     return 0
 
@@ -313,10 +314,13 @@ def cmd_pca(args) -> int:
 
 
 def cmd_embspace(args) -> int:
+    import json
+
+    from grokscope.figures import render_figure
+    from grokscope.figures.interp import EMBSPACE_DATA
+    from grokscope.files import write_tensors
     from grokscope.interp import embedding_space as ES
-    from grokscope.interp import plots
     from grokscope.interp.activations import parse_steps
-    from grokscope.interp.io import save_figure
     from grokscope.run import Run
 
     run = Run.open(args.dir)
@@ -326,48 +330,21 @@ def cmd_embspace(args) -> int:
     names = task.token_names()
     out_names = names[: task.d_vocab_out]
     for step, model in run.models(steps[-1:]):
+        meta = {"step": str(step), "names": json.dumps(names), "out_names": json.dumps(out_names)}
         for layer in range(len(model.blocks)):
             qk, ov = ES.head_tables(model, layer)
-            H = qk.shape[0]
-            save_figure(
-                plots.heatmap_grid(
-                    [t.numpy() for t in qk],
-                    [f"L{layer}H{h} QK" for h in range(H)],
-                    "key token",
-                    "query token",
-                    names,
-                    names,
-                    f"step {step}: E W_QK Eᵀ per head",
-                ),
-                out / f"L{layer}_qk.png",
-            )
-            save_figure(
-                plots.heatmap_grid(
-                    [t.numpy() for t in ov],
-                    [f"L{layer}H{h} OV" for h in range(H)],
-                    "output token",
-                    "attended token",
-                    out_names,
-                    names,
-                    f"step {step}: E W_OV W_U per head",
-                ),
-                out / f"L{layer}_ov.png",
-            )
+            tables = {"qk": qk.float(), "ov": ov.float()}  # [head_index, d_vocab, d_vocab(_out)]
             if not model.cfg.attn_only:
                 idx = ES.top_neurons(model, layer, args.neurons)
                 win, wout = ES.neuron_profiles(model, layer)
-                save_figure(
-                    plots.heatmap_grid(
-                        [win[:, idx].T.numpy(), wout[idx].numpy()],
-                        [f"L{layer} input profile E W_in", f"L{layer} output profile W_out W_U"],
-                        "token",
-                        f"neuron (top {len(idx)} by |W_out|)",
-                        None,
-                        None,
-                        f"step {step}: MLP neurons in token space",
-                    ),
-                    out / f"L{layer}_neurons.png",
-                )
+                tables |= {
+                    "neuron_in": win[:, idx].T.float(),
+                    "neuron_out": wout[idx].float(),
+                    "neuron_ids": idx,
+                }
+            write_tensors(run.path / EMBSPACE_DATA.format(key=f"L{layer}"), tables, meta)
+            for figure in ("embspace_qk", "embspace_ov", "embspace_neurons"):
+                render_figure(figure, run.path, key=f"L{layer}")
         print(f"{run.path} step {step}: embedding-space heatmaps for {len(model.blocks)} layer(s) in {out}")
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def cmd_lengths(args: argparse.Namespace) -> int:
+    from grokscope.figures import write_figures
     from grokscope.lengths.study import StudySpec, parse_range, parse_seeds, run_study
 
     spec = StudySpec(
@@ -21,6 +22,7 @@ def cmd_lengths(args: argparse.Namespace) -> int:
     )
     out = Path(args.out) if args.out else Path("runs") / "lengths"
     print(run_study(spec, out, workers=args.workers, progress=not args.quiet), end="")
+    write_figures(out, "lengths", force=True)
     print(
         f"tables and figures: {out}/lengths.csv, lengths_summary.csv, lengths.md, heatmap_*.png, lengths_by_length.png"
     )

@@ -55,8 +55,9 @@ def _list_presets() -> int:
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     from grokscope.errors import GrokscopeError
+    from grokscope.figures.sweeps import plot_summary, slug
     from grokscope.sweep.folder import SweepFolder
-    from grokscope.sweep.summarize import plot_summary, write_summary
+    from grokscope.sweep.summarize import write_summary
 
     folder = SweepFolder(args.sweep_dir)
     path, rows = write_summary(folder.path, args.out)
@@ -70,14 +71,10 @@ def cmd_summarize(args: argparse.Namespace) -> int:
             raise GrokscopeError(f"choose the x axis with --x (one of: {', '.join(swept) or 'seed'})")
     if x is not None:
         y = args.y or "grok_step"
-        plot = args.plot or folder.path / f"{_slug(y)}_vs_{_slug(x)}.png"
+        plot = args.plot or folder.path / f"{slug(y)}_vs_{slug(x)}.png"
         plot_summary(rows, x, y, plot, by=args.by, title=folder.manifest().get("name", ""), log_y=args.log_y)
         print(f"wrote {plot}")
     return 0
-
-
-def _slug(text: str) -> str:
-    return text.replace(".", "_").replace("/", "_")
 
 
 def register(sub) -> None:

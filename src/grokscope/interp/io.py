@@ -1,4 +1,4 @@
-"""Tables and figures of the toolkit under DIR/analysis/: CSVs merged by key, PNGs, GIFs, written atomically."""
+"""Tables of the toolkit under DIR/analysis/: CSVs merged by key, written atomically (figures: grokscope.figures)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import re
 from pathlib import Path
 
-from grokscope.files import atomic_write_bytes, atomic_write_text
+from grokscope.files import atomic_write_text
 
 
 def safe_name(text: str) -> str:
@@ -59,30 +59,6 @@ def _fmt(v):
     if isinstance(v, float):
         return f"{v:.6g}"
     return v
-
-
-def save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def save_animation(fig, anim, path: Path, fps: int = 4) -> Path:
-    """An animated GIF through matplotlib's PillowWriter (written to a temp name, then renamed)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.animation import PillowWriter
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.gif")
-    anim.save(str(tmp), writer=PillowWriter(fps=fps))
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

@@ -1,7 +1,9 @@
 """Report sections from what the interpretability verbs wrote under DIR/analysis/ (nothing is recomputed).
 
 `interp_report_sections(run_dir)` -> [(title, html)], self-contained HTML (PNGs and GIFs embedded as
-base64), one section per kind of result present: probes, lens, PCA, embedding space, TL export.
+base64), one section per kind of result present: probes, lens, PCA, embedding space, TL export. The
+report (`grokscope.report`) adds the registered figures (`grokscope.figures.interp`) to these
+sections, and any other image (the PCA GIF) found in their folders.
 """
 
 from __future__ import annotations
@@ -93,10 +95,6 @@ def _probe_section(d: Path) -> str:
                         ],
                     )
                 )
-        for suffix in ("_by_position.png", "_by_step.png"):
-            fig = d / f"{csv_path.stem}{suffix}"
-            if fig.is_file():
-                parts.append(_img(fig))
     return "".join(parts)
 
 
@@ -109,34 +107,26 @@ def _lens_section(d: Path) -> str:
         "answer is present but not yet in the output basis; both low: it is not computed yet.</p>"
     )
     out += _table(rows, ["lens", "hook", "acc", "loss"])
-    if (d / "lens.png").is_file():
-        out += _img(d / "lens.png")
     return out
 
 
 def _pca_section(d: Path) -> str:
-    out = []
-    for png in sorted(d.glob("*_pca.png")):
-        tag = png.name[: -len("_pca.png")]
-        out.append(f"<h3>{html.escape(tag)}</h3>")
-        for name in (f"{tag}_pca.png", f"{tag}_explained.png", f"{tag}_pca.gif"):
-            if (d / name).is_file():
-                out.append(_img(d / name))
-    if (d / "circles.png").is_file():
-        out.append(
-            "<h3>Key-frequency circles</h3><p>Each panel projects the number embeddings on the plane "
-            "of one key frequency's cos/sin pair.</p>" + _img(d / "circles.png")
+    tags = sorted(p.name[: -len("_explained.csv")] for p in d.glob("*_explained.csv"))
+    out = "<p>Principal components of " + ", ".join(f"<code>{html.escape(t)}</code>" for t in tags)
+    out += " over checkpoints (PC1 against PC2; explained variance per component).</p>"
+    if (d / "circles.csv").is_file():
+        out += (
+            "<p>Key-frequency circles: the number embeddings projected on the plane of each key "
+            "frequency's cos/sin pair; radius CV 0 is a perfect circle (circles.csv).</p>"
         )
-    return "".join(out)
+    return out
 
 
 def _embspace_section(d: Path) -> str:
-    out = [
+    return (
         "<p>Direct-path token tables (Dar et al. 2023): E·W_QK·Eᵀ, E·W_OV·W_U per head, and MLP neurons' "
         "input (E·W_in) and output (W_out·W_U) token profiles. LayerNorm and positions are ignored.</p>"
-    ]
-    out += [_img(p) for p in sorted(d.glob("*.png"))]
-    return "".join(out)
+    )
 
 
 def _tl_section(d: Path) -> str:
@@ -147,24 +137,26 @@ def _tl_section(d: Path) -> str:
     )
 
 
-def interp_report_sections(run_dir) -> list[tuple[str, str]]:
-    """[(title, html)] for every interpretability result found under run_dir/analysis/."""
+def interp_report_parts(run_dir) -> list[tuple[str, Path, str]]:
+    """[(title, folder, html)] for every interpretability result found under run_dir/analysis/.
+
+    The html holds the tables (and the PCA / embedding-space images the verbs saved); the report adds
+    the registered figures (`grokscope.figures.interp`) whose PNGs lie in the same folder."""
     base = Path(run_dir) / "analysis"
-    sections = []
+    parts = []
     for title, sub, marker, build in (
         ("Linear probes", "probes", "*.csv", _probe_section),
         ("Logit lens and tuned lens", "lens", "lens.csv", _lens_section),
-        ("PCA across checkpoints", "pca", "*_pca.png", _pca_section),
-        ("Embedding-space views", "embspace", "*.png", _embspace_section),
+        ("PCA across checkpoints", "pca", "*_explained.csv", _pca_section),
+        ("Embedding-space views", "embspace", "*", _embspace_section),
         ("TransformerLens export", "tl", "config.json", _tl_section),
     ):
         d = base / sub
         if d.is_dir() and any(d.glob(marker)):
-            sections.append((title, build(d)))
-    return sections
+            parts.append((title, d, build(d)))
+    return parts
 
 
-def interp_section(ctx) -> str | None:
-    """A `grokscope.report` section builder: every interpretability result of the run, or None."""
-    sections = interp_report_sections(ctx.path)
-    return "".join(f"<h2>{html.escape(t)}</h2>{h}" for t, h in sections) or None
+def interp_report_sections(run_dir) -> list[tuple[str, str]]:
+    """[(title, html)] for every interpretability result found under run_dir/analysis/."""
+    return [(title, h) for title, _, h in interp_report_parts(run_dir)]

@@ -11,9 +11,12 @@ OUT/runs/pos=abacus__seed=0/ ...   run folders (plus the sweep's spec/configs/lo
 OUT/lengths.csv                    pos, seed, len_a, len_b, n, exact   (one row per run and cell)
 OUT/lengths_summary.csv            pos, len_a, len_b, seeds, mean, std, min, max
 OUT/lengths.md                     in-distribution and diagonal accuracy per encoding (mean ± std)
+OUT/lengths_study.json             the grid's lengths, the training lengths, problems per cell
 OUT/heatmap_<pos>.png              mean over seeds per cell, with the spread written in each cell
 OUT/lengths_by_length.png          accuracy against length, one line per encoding, min-max band
 ```
+The figures are made from the tables by `grokscope.figures.lengths` (the `lengths` verb and
+`grokscope report OUT` render them).
 """
 
 from __future__ import annotations
@@ -250,6 +253,8 @@ def write_tables(out: Path, spec: StudySpec, grids, summary, note: str | None = 
 
     md = markdown_table(spec, grids, summary) + (f"\n{note}\n" if note else "")
     atomic_write_text(out / "lengths.md", md)
+    study = {"lengths": spec.lengths, "train_digits": list(spec.train_digits), "n_per_cell": spec.n_per_cell}
+    atomic_write_text(out / "lengths_study.json", json.dumps(study) + "\n")
     return md
 
 
@@ -289,8 +294,8 @@ def markdown_table(spec: StudySpec, grids, summary) -> str:
 
 
 def run_study(spec: StudySpec, out: str | Path, workers: int | None = None, progress: bool = True) -> str:
-    """Train what is missing, evaluate, write tables and figures; returns the markdown table."""
-    from grokscope.lengths.figures import save_figures
+    """Train what is missing, evaluate, write the tables; returns the markdown table. (Figures:
+    `grokscope.figures.write_figures(out, "lengths")`.)"""
     from grokscope.sweep.folder import SweepFolder
     from grokscope.sweep.runner import default_workers, run_sweep
     from grokscope.sweep.trial import trial_state
@@ -316,7 +321,6 @@ def run_study(spec: StudySpec, out: str | Path, workers: int | None = None, prog
     offset = study_config(spec)[1].model.abacus_max_offset
     note = untrained_abacus_note(spec.pes, spec.train_digits[1], spec.test_digits[1], offset)
     md = write_tables(out, spec, grids, summary, note=note)
-    save_figures(out, spec, summary)
     if unfinished:
         md += f"\nNot finished (left out; re-run the same command to resume): {', '.join(unfinished)}\n"
     return md

@@ -4,6 +4,7 @@
     spec = load_spec("frac_train_sweep", extra_set=["task.p=59"])
     result = run_sweep(spec, "runs/sweeps/frac", workers=2)          # or engine="ray"
     path, rows = write_summary("runs/sweeps/frac")
+    # the plot: grokscope.figures.sweeps.plot_summary(rows, "task.frac_train", "grok_step", "frac.png")
 
 Names resolve lazily so that `grokscope.cli.sweep` (imported at CLI start-up) pulls in no torch.
 """
@@ -16,7 +17,6 @@ _EXPORTS = {
     "SweepSpec": "spec",
     "Trial": "spec",
     "load_spec": "spec",
-    "plot_summary": "summarize",
     "summarize": "summarize",
     "write_summary": "summarize",
 }

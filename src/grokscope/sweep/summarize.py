@@ -1,4 +1,6 @@
-"""`grokscope summarize SWEEP_DIR`: one CSV row per trial (overrides + headline figures), and a plot.
+"""`grokscope summarize SWEEP_DIR`: one CSV row per trial (overrides + headline figures).
+
+The plot of a column against an override is `grokscope.figures.sweeps` (`plot_summary`).
 
 Headline figures come from each run's metrics.jsonl; where the progress-measures analysis has run
 (`grokscope analyze` / `report`: `RUN/analysis/key_frequencies.json`, `RUN/analysis/phases.json`),
@@ -11,17 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from grokscope.errors import GrokscopeError
-from grokscope.files import atomic_write_bytes, atomic_write_text
+from grokscope.analysis.phases import FIT_ACC, GROK_ACC
+from grokscope.files import write_if_changed
 from grokscope.run import Run
 from grokscope.sweep.folder import SweepFolder
 from grokscope.sweep.spec import format_value
 
-GROK_ACC = 0.99  # test accuracy that counts as grokked
 FIGURES = (
     "final_step",
     "final_train_loss",
@@ -60,7 +60,7 @@ def run_figures(run_dir: Path) -> dict[str, Any]:
             out[f"final_{split}_acc"] = last.get(f"{split}_acc")
             out[f"best_{split}_loss"] = min(losses) if losses else None
             out[f"best_{split}_acc"] = max(accs) if accs else None
-        out["fit_step"] = first_step(rows, "train_acc", lambda v: v >= GROK_ACC)
+        out["fit_step"] = first_step(rows, "train_acc", lambda v: v >= FIT_ACC)
         out["grok_step"] = first_step(rows, "test_acc", lambda v: v >= GROK_ACC)
         out["test_loss_below_0.1_step"] = first_step(rows, "test_loss", lambda v: v < 0.1)
     out.update(analysis_figures(run_dir / "analysis"))
@@ -131,7 +131,7 @@ def write_summary(sweep_dir: str | Path, out: str | Path | None = None) -> tuple
     for row in rows:
         writer.writerow({k: _cell(v) for k, v in row.items()})
     path = Path(out) if out else folder.path / "summary.csv"
-    atomic_write_text(path, buf.getvalue())
+    write_if_changed(path, buf.getvalue())  # unchanged: its mtime stays, so its plots are not redone
     return path, rows
 
 
@@ -142,109 +142,4 @@ def _cell(value: Any) -> Any:
         return format_value(value)
     if isinstance(value, float):
         return f"{value:.6g}"
-    return value
-
-
-# ----------------------------------------------------------------------------- the plot
-
-
-def plot_summary(
-    rows: list[dict[str, Any]],
-    x: str,
-    y: str,
-    out: str | Path,
-    by: str | None = None,
-    title: str = "",
-    log_y: bool = False,
-) -> Path:
-    """`y` against the override `x`: each seed a dot, the mean over seeds a line with min-max bars.
-
-    Trials where `y` is missing (e.g. never grokked) are drawn as open triangles at the top.
-    """
-    known = set().union(*(r.keys() for r in rows)) if rows else set()
-    for key, what in ((x, "--x"), (y, "--y"), (by, "--by")):
-        if key is not None and key not in known:
-            raise GrokscopeError(
-                f"{what} {key!r} is not a column of this sweep's summary; "
-                f"choose from: {', '.join(sorted(k for k in known if k not in ('error',)))}"
-            )
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(_key(r.get(by)) if by else None, []).append(r)
-    xs_all = [_num(r.get(x)) for r in rows]
-    numeric_x = all(isinstance(v, int | float) for v in xs_all)
-    categories = sorted({_key(r.get(x)) for r in rows}, key=str) if not numeric_x else []
-    ys_all = [v for r in rows if isinstance(v := _num(r.get(y)), int | float) and math.isfinite(v)]
-    top = max(ys_all) * 1.08 if ys_all else 1.0
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    missing_shown = False
-    for i, (group, members) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
-        color = f"C{i % 10}"
-        by_x: dict[Any, list[float]] = {}
-        missing: list[Any] = []
-        for r in members:
-            xv = _num(r.get(x)) if numeric_x else categories.index(_key(r.get(x)))
-            yv = _num(r.get(y))
-            if isinstance(yv, int | float) and math.isfinite(yv):
-                by_x.setdefault(xv, []).append(float(yv))
-            else:
-                missing.append(xv)
-        xs = sorted(by_x)
-        label = f"{by}={group}" if by else None
-        for xv in xs:
-            ax.scatter([xv] * len(by_x[xv]), by_x[xv], s=14, color=color, alpha=0.5, lw=0)
-        means = [sum(by_x[v]) / len(by_x[v]) for v in xs]
-        lo = [m - min(by_x[v]) for m, v in zip(means, xs, strict=True)]
-        hi = [max(by_x[v]) - m for m, v in zip(means, xs, strict=True)]
-        if xs:
-            ax.errorbar(xs, means, yerr=[lo, hi], color=color, marker="o", capsize=3, label=label)
-        if missing:
-            ax.scatter(missing, [top] * len(missing), marker="^", facecolors="none", edgecolors=color, s=40)
-            missing_shown = True
-    n_seeds = max(
-        (len({r.get("seed") for r in rows if _key(r.get(x)) == _key(v)}) for v in xs_all), default=0
-    )
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    if not numeric_x:
-        ax.set_xticks(range(len(categories)), [str(c) for c in categories], rotation=30)
-    if log_y:
-        ax.set_yscale("log")
-    n_missing = sum(1 for r in rows if not isinstance(_num(r.get(y)), int | float))
-    note = f"mean over seeds (n<={n_seeds}), bars min-max"
-    if n_missing:
-        note += f"; ^ = {n_missing} trial(s) without a value"
-    ax.set_title(title + ("\n" if title else "") + note, fontsize=9)
-    if missing_shown:
-        ax.scatter([], [], marker="^", facecolors="none", edgecolors="grey", label=f"no {y} (not reached)")
-    if by or missing_shown:
-        ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    out = Path(out)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
-
-
-def _key(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _num(value: Any) -> Any:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
     return value

@@ -1,25 +1,22 @@
 """Figures for addition runs: accuracy heatmap by operand lengths, its spread over seeds, and the
-per-answer-position loss curves. Each function returns a matplotlib Figure and does no I/O."""
+per-answer-position loss curves. Each plot function returns a matplotlib Figure and does no I/O; the
+registered specs make them from what `grokscope eval` wrote (`analysis/accuracy_by_length.csv`,
+`analysis/position_labels.json`, the across-runs `accuracy_by_length_runs.csv`) and `metrics.jsonl`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from grokscope.evaluation.by_length import cell_grid
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from grokscope.figures.render import colormap, new_figure
+from grokscope.figures.spec import FigureSpec, register_figure
 
 
 def accuracy_heatmap(rows: list[dict], title: str, metric: str = "gen_exact"):
     """Exact match per (len a, len b) cell, train and test side by side, with cell sizes."""
-    plt = _plt()
     splits = [s for s in ("train", "test") if any(r["split"] == s and r["group"] == "cell" for r in rows)]
-    fig, axes = plt.subplots(1, max(1, len(splits)), figsize=(4.2 * max(1, len(splits)), 3.8), squeeze=False)
+    fig, axes = new_figure(1, max(1, len(splits)), size=(4.2 * max(1, len(splits)), 3.8), layout=None)
     for ax, split in zip(axes[0], splits, strict=False):
         la, lb, grid, counts = cell_grid(rows, split, metric)
         im = ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="viridis", origin="lower")
@@ -49,10 +46,9 @@ def accuracy_heatmap(rows: list[dict], title: str, metric: str = "gen_exact"):
 
 def seeds_distribution(tables: dict[str, list[dict]], metric: str = "gen_exact"):
     """Per (len a, len b) cell, one dot per run (seed) and a box over runs; train and test panels."""
-    plt = _plt()
-    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.9 * _n_cells(tables) + 2), 7), squeeze=False)
+    fig, axes = new_figure(2, 1, size=(max(6, 0.9 * _n_cells(tables) + 2), 7), layout=None)
     names = list(tables)
-    colors = plt.get_cmap("tab10")
+    colors = colormap("tab10")
     for ax, split in zip(axes[:, 0], ("train", "test"), strict=True):
         cells: dict[tuple[int, int], dict[int, float]] = {}
         for r_i, name in enumerate(names):
@@ -87,15 +83,15 @@ def _n_cells(tables: dict[str, list[dict]]) -> int:
 
 def loss_by_position(metrics: list[dict], labels: list[str], split: str = "test"):
     """Loss at each answer position over training (log scale): one phase change per digit."""
-    plt = _plt()
     key = f"{split}_loss_by_pos"
     rows = [r for r in metrics if key in r]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes2 = new_figure(1, 2, size=(11, 4), layout=None)
+    axes = axes2[0]
     if not rows:
         return fig
     steps = [r["step"] for r in rows]
     K = len(rows[0][key])
-    cmap = plt.get_cmap("viridis")
+    cmap = colormap("viridis")
     for k in range(K):
         color = cmap(k / max(1, K - 1))
         label = labels[k] if k < len(labels) else f"pos {k}"
@@ -115,13 +111,71 @@ def loss_by_position(metrics: list[dict], labels: list[str], split: str = "test"
     return fig
 
 
-def position_labels(task) -> list[str]:
-    """Names of the loss positions: the answer digit (power of ten) each predicts, when fixed."""
-    from grokscope.tasks.addition import AdditionTask
+# ----------------------------------------------------------------------------- from the run folder
+TABLE, LABELS = "analysis/accuracy_by_length.csv", "analysis/position_labels.json"
 
-    if isinstance(task, AdditionTask) and task.fixed:
-        cols = range(task.n_columns) if task.config.reverse_answer else range(task.M, -1, -1)
-        if task.index_hints:  # each answer digit is preceded by its hint token
-            return [f"{kind} x10^{c}" for c in cols for kind in ("hint", "digit")]
-        return [f"digit x10^{c}" for c in cols]
-    return [f"pos {p + 1}" for p in task.loss_positions]
+
+def _read(path: Path) -> list[dict]:
+    from grokscope.interp.io import read_csv
+
+    return read_csv(path)
+
+
+def _heatmap(folder: Path, _key):
+    from grokscope.run import Run
+
+    config = Run.open(folder).config
+    return accuracy_heatmap(_read(folder / TABLE), f"{config.name} (seed {config.seed})")
+
+
+def _loss_by_position(folder: Path, _key):
+    from grokscope.run import Run
+
+    metrics = Run(folder).read_metrics()
+    if not any("test_loss_by_pos" in r for r in metrics):
+        return None
+    return loss_by_position(metrics, json.loads((folder / LABELS).read_text()))
+
+
+def _seeds(folder: Path, _key):
+    tables: dict[str, list[dict]] = {}
+    for r in _read(folder / "accuracy_by_length_runs.csv"):
+        tables.setdefault(str(r.pop("run")), []).append(r)
+    return seeds_distribution(tables)
+
+
+register_figure(
+    FigureSpec(
+        "accuracy_by_length",
+        "Exact match by operand lengths",
+        "Exact match (teacher-forced and generated) per (digits of a, digits of b) cell on the train and "
+        "test sets, with the number of problems in each cell.",
+        "addition",
+        (TABLE,),
+        "analysis/accuracy_by_length.png",
+        _heatmap,
+    )
+)
+register_figure(
+    FigureSpec(
+        "loss_by_position",
+        "Loss per answer position over training",
+        "Test loss and accuracy of each answer digit over training (log scale): the digits are learned "
+        "one phase change at a time.",
+        "addition",
+        ("metrics.jsonl", LABELS),
+        "figures/loss_by_position.png",
+        _loss_by_position,
+    )
+)
+register_figure(
+    FigureSpec(
+        "accuracy_by_length_runs",
+        "Exact match by operand lengths, over runs",
+        "Per (digits of a, digits of b) cell, one dot per run (seed) and a box over runs.",
+        "addition",
+        ("accuracy_by_length_runs.csv",),
+        "accuracy_by_length_runs.png",
+        _seeds,
+    )
+)

@@ -1,33 +1,30 @@
 """Figures of a length-generalization study: a heatmap per encoding and accuracy against length.
 
-Functions return matplotlib figures (no I/O) except `save_figures`, which writes the PNGs.
+The plot functions return matplotlib figures (no I/O); the registered specs make them from the study
+folder's `lengths_summary.csv` and `lengths_study.json` (written by `grokscope lengths`).
 """
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from grokscope.figures.render import new_figure
+from grokscope.figures.spec import FigureSpec, register_figure
 
 
 def heatmap(pos: str, stats: dict[str, np.ndarray], lengths: list[int], train_digits: tuple[int, int]):
     """Mean exact match per (len a, len b) over seeds, each cell annotated `mean` and `±std`; the
     training range is outlined."""
-    plt = _plt()
     from matplotlib.patches import Rectangle
 
     mean, std = stats["mean"], stats["std"]
     n = len(lengths)
-    fig, ax = plt.subplots(figsize=(0.55 * n + 2.2, 0.5 * n + 1.6))
+    fig, axes = new_figure(size=(0.55 * n + 2.2, 0.5 * n + 1.6), layout=None)
+    ax = axes[0, 0]
     im = ax.imshow(mean, vmin=0, vmax=1, cmap="viridis", origin="lower")
     size = 7 if n <= 10 else 5.5
     for i in range(n):
@@ -56,8 +53,8 @@ def heatmap(pos: str, stats: dict[str, np.ndarray], lengths: list[int], train_di
 def by_length(summary: dict[str, dict[str, np.ndarray]], lengths: list[int], train_digits: tuple[int, int]):
     """Left: the diagonal len a = len b; right: mean over cells whose longer operand has L digits.
     Lines are means over seeds, bands their min..max."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes2 = new_figure(1, 2, size=(10, 4), layout=None, sharey=True)
+    axes = axes2[0]
     L = np.array(lengths)
     longer = np.maximum(L[:, None], L[None, :])
     for pos, s in summary.items():
@@ -82,18 +79,65 @@ def by_length(summary: dict[str, dict[str, np.ndarray]], lengths: list[int], tra
     return fig
 
 
-def save_figures(out: Path, spec, summary: dict[str, dict[str, np.ndarray]]) -> list[Path]:
-    plt = _plt()
-    paths = []
-    for pos, stats in summary.items():
-        fig = heatmap(pos, stats, spec.lengths, spec.train_digits)
-        path = out / f"heatmap_{pos}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    fig = by_length(summary, spec.lengths, spec.train_digits)
-    path = out / "lengths_by_length.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
-    return paths
+# ----------------------------------------------------------------------------- from the study folder
+SUMMARY, STUDY = "lengths_summary.csv", "lengths_study.json"
+
+
+def read_summary(folder: Path) -> tuple[dict[str, dict[str, np.ndarray]], list[int], tuple[int, int]]:
+    """({pos: {mean, std, min, max: [len_a, len_b], seeds}}, lengths, train_digits) of a study folder."""
+    study = json.loads((Path(folder) / STUDY).read_text())
+    lengths = [int(n) for n in study["lengths"]]
+    index = {n: i for i, n in enumerate(lengths)}
+    summary: dict[str, dict[str, np.ndarray]] = {}
+    with open(Path(folder) / SUMMARY, newline="") as f:
+        for r in csv.DictReader(f):
+            s = summary.setdefault(
+                r["pos"], {k: np.full((len(lengths),) * 2, np.nan) for k in ("mean", "std", "min", "max")}
+            )
+            i, j = index[int(r["len_a"])], index[int(r["len_b"])]
+            for k in ("mean", "std", "min", "max"):
+                s[k][i, j] = float(r[k])
+            s["seeds"] = np.array(int(r["seeds"]))
+    return summary, lengths, tuple(study["train_digits"])
+
+
+def _encodings(folder: Path) -> list[str]:
+    with open(folder / SUMMARY, newline="") as f:
+        return list(dict.fromkeys(r["pos"] for r in csv.DictReader(f)))
+
+
+def _heatmap(folder: Path, pos: str):
+    summary, lengths, train = read_summary(folder)
+    return heatmap(pos, summary[pos], lengths, train)
+
+
+def _by_length(folder: Path, _key):
+    summary, lengths, train = read_summary(folder)
+    return by_length(summary, lengths, train)
+
+
+register_figure(
+    FigureSpec(
+        "lengths_heatmap",
+        "Exact match by operand lengths",
+        "Mean exact match (greedy decoding) over seeds per (digits of a, digits of b) cell, the spread "
+        "written in each cell; the red square is the training range.",
+        "lengths",
+        (SUMMARY, STUDY),
+        "heatmap_{key}.png",
+        _heatmap,
+        keys=lambda folder: _encodings(folder) if (folder / SUMMARY).is_file() else [],
+    )
+)
+register_figure(
+    FigureSpec(
+        "lengths_by_length",
+        "Exact match against length",
+        "Left: the diagonal len a = len b; right: the mean over cells whose longer operand has L digits. "
+        "Lines are means over seeds, bands their min..max; grey: the trained lengths.",
+        "lengths",
+        (SUMMARY, STUDY),
+        "lengths_by_length.png",
+        _by_length,
+    )
+)
