@@ -173,3 +173,55 @@ def test_a_checkpoint_linked_to_a_device_is_refused(small_run):
     os.symlink("/dev/zero", target)
     with pytest.raises(GrokscopeError, match="not a regular file"):
         Run.open(small_run).model(10)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (root only; skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_ends_in_one_message_and_resume_finishes_bit_exact(small_disk, tmp_path, capsys):
+    overrides = [
+        "train.steps=60",
+        "train.checkpoint.every=5",
+        "train.eval.every=5",
+        "train.eval.dense_until=0",
+    ]
+    args = [a for o in overrides for a in ("--set", o)]
+    assert main(["train", "tiny", "--out", str(tmp_path / "reference"), "--quiet", *args]) == 0
+    out = small_disk / "run"
+    assert main(["train", "tiny", "--out", str(out), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert "disk full" in err and "Traceback" not in err
+    run = Run.open(out)
+    tensors, info = run.load_state()  # the last state written is whole
+    assert 0 <= info["step"] < 60
+    for step in run.checkpoint_steps():
+        run.load_checkpoint(step)  # every checkpoint present is whole
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    assert main(["resume", str(out), "--quiet"]) == 0
+    reference = Run.open(tmp_path / "reference").load_checkpoint(60)
+    resumed = Run.open(out).load_checkpoint(60)
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+def test_a_damaged_checkpoint_is_skipped_by_studies_and_named_by_resume(small_run, capsys):
+    Run(small_run).checkpoint_path(10).write_bytes(b"\x00" * 40)
+    assert main(["analyze", str(small_run), "--quiet", "--no-figures"]) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint at step 10 cannot be read" in err and "skipping" in err
+    import csv
+
+    with open(small_run / "analysis" / "progress.csv") as f:
+        assert [int(float(r["step"])) for r in csv.DictReader(f)] == [0, 20]
+    assert main(["resume", str(small_run), "--steps", "30", "--quiet"]) == 0
+    assert "checkpoints at step 10 cannot be read" in capsys.readouterr().out

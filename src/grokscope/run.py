@@ -309,7 +309,7 @@ class Run:
             yield step, model
 
     def last_step(self) -> int:
-        steps = self.checkpoint_steps()
+        steps = self.readable_steps()
         if not steps:
             raise GrokscopeError(f"{self.path} has no checkpoints yet")
         return steps[-1]
@@ -357,6 +357,36 @@ class Run:
             return []
         return sorted(int(m.group(1)) for p in d.iterdir() if (m := _CKPT.match(p.name)))
 
+    def damaged_checkpoints(self) -> dict[int, str]:
+        """{step: what is wrong} for checkpoint files that cannot be read (header checked only)."""
+        from safetensors import safe_open
+
+        damaged = {}
+        for step in self.checkpoint_steps():
+            path = self.checkpoint_path(step)
+            try:
+                check_regular_file(path)
+                with safe_open(str(path), framework="pt") as f:
+                    f.keys()
+            except (GrokscopeError, SafetensorError, OSError, ValueError) as e:
+                damaged[step] = str(e).split("\n")[0][:120]
+        return damaged
+
+    def readable_steps(self) -> list[int]:
+        """The checkpoint steps a study can read; damaged checkpoints are named once and skipped."""
+        if not hasattr(self, "_readable"):
+            damaged = self.damaged_checkpoints()
+            if damaged:
+                warnings.warn(
+                    f"{self.path}: checkpoint{'s' if len(damaged) > 1 else ''} at step "
+                    f"{', '.join(map(str, damaged))} cannot be read ({next(iter(damaged.values()))}); "
+                    "skipping, the other checkpoints are intact",
+                    RunNote,
+                    stacklevel=2,
+                )
+            self._readable = [s for s in self.checkpoint_steps() if s not in damaged]
+        return self._readable
+
     def save_checkpoint(self, step: int, weights: dict[str, torch.Tensor]) -> None:
         data = save_torch(_contiguous(weights), metadata={"step": str(step)})
         atomic_write_bytes(self.checkpoint_path(step), data)
@@ -376,7 +406,7 @@ class Run:
         self, steps: list[int] | None = None
     ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
         """Yield (step, weights) one checkpoint at a time, so memory does not grow with their number."""
-        for step in steps if steps is not None else self.checkpoint_steps():
+        for step in steps if steps is not None else self.readable_steps():
             yield step, self.load_checkpoint(step)
 
     # ------------------------------------------------------------------ training state

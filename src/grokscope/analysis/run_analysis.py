@@ -116,7 +116,7 @@ def _resolve_key(run, model, task, key_freqs, threshold, min_share) -> KeyFreque
     """Detected on the final checkpoint (stored with per-neuron data), or the user's list."""
     from grokscope.run import load_weights
 
-    last = run.checkpoint_steps()[-1]
+    last = run.last_step()
     load_weights(model, run.load_checkpoint(last), f"checkpoint step {last} of {run.path}")
     neurons = modular_outputs(model, task).neurons
     if neurons is None:
@@ -191,7 +191,7 @@ def _analyze_run(
     task, model = run.task, run.new_model()  # the folder's saved split, never a fresh draw
     sign = check_task(task)
     model.eval()
-    steps = run.checkpoint_steps()
+    steps = run.readable_steps()
     if not steps:
         raise GrokscopeError(f"{run.path} has no checkpoints to analyse yet")
     p = task.p
@@ -292,7 +292,7 @@ def _write_snapshot(run, model, task, key: KeyFrequencies, path: Path, fresh: bo
     """The final checkpoint's snapshot, recomputed only when checkpoints changed or it is missing."""
     from grokscope.run import load_weights
 
-    last = run.checkpoint_steps()[-1]
+    last = run.last_step()
     if not fresh and path.is_file():
         try:
             if read_snapshot(path).step == last:

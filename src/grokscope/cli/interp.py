@@ -90,7 +90,7 @@ def _setup(args):
     run = Run.open(args.dir)
     config = run.config
     task = run.task
-    steps = parse_steps(args.step, run.checkpoint_steps())
+    steps = parse_steps(args.step, run.readable_steps())
     fit, score = (
         example_sets(task, args.fit, args.score, args.max_examples, args.seed)
         if hasattr(args, "fit")
@@ -229,7 +229,7 @@ def cmd_pca(args) -> int:
     run = Run.open(args.dir)
     config = run.config
     task = run.task
-    steps = parse_steps(args.step, run.checkpoint_steps())
+    steps = parse_steps(args.step, run.readable_steps())
     batch = None
     if args.of != "W_E":
         sets = task.eval_sets()
@@ -325,7 +325,7 @@ def cmd_embspace(args) -> int:
 
     run = Run.open(args.dir)
     task = run.task
-    steps = parse_steps(args.step, run.checkpoint_steps())
+    steps = parse_steps(args.step, run.readable_steps())
     out = run.subdir("analysis") / "embspace"
     names = task.token_names()
     out_names = names[: task.d_vocab_out]

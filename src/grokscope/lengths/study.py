@@ -170,7 +170,7 @@ def _grid_of_run(run_dir: str, lengths: list[int], n: int, seed: int) -> list[li
     run = Run.open(run_dir)
     config = run.config
     model = run.model()
-    key = {"lengths": lengths, "n": n, "seed": seed, "step": run.checkpoint_steps()[-1]}
+    key = {"lengths": lengths, "n": n, "seed": seed, "step": run.last_step()}
     cache = run.subdir("analysis") / "lengths.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())

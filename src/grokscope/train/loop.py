@@ -72,6 +72,12 @@ def _resume(run: Run, steps: int | None, progress: bool, accept_config_change: b
         )
     if run.read_split() is None:
         run.write_split(task.split_arrays())
+    damaged = run.damaged_checkpoints()
+    if damaged:
+        print(
+            f"note: checkpoints at step {', '.join(map(str, damaged))} cannot be read; training rewrites "
+            "those it passes again, analysis skips the others"
+        )
     trainer = Trainer(run, config, task, run.new_model())
     if state is not None:
         trainer.restore(*state)
