@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from grokscope.model.positional import position_ids
+from grokscope.scoring import exact_match
 from grokscope.tasks.addition import EOS, PAD, AdditionTask
 from grokscope.tasks.base import Batch
 
@@ -39,8 +40,7 @@ def greedy_generate(
         gen = _generate_part(model, task, part)
         outs.append(gen)
         pos = torch.tensor(task.loss_positions)
-        mask = part.mask if part.mask is not None else torch.ones_like(part.targets, dtype=torch.bool)
-        exact.append(((gen[:, pos + 1] == part.targets) | ~mask).all(dim=1))
+        exact.append(exact_match(gen[:, pos + 1] == part.targets, part.mask))
     return torch.cat(outs), torch.cat(exact)
 
 

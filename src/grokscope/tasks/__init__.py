@@ -6,7 +6,7 @@ from typing import Any
 
 from grokscope.errors import GrokscopeError
 from grokscope.tasks.addition import AdditionConfig, AdditionTask
-from grokscope.tasks.base import Batch, Task
+from grokscope.tasks.base import Batch, Task, all_true
 from grokscope.tasks.induction import InductionConfig, InductionTask
 from grokscope.tasks.modular import ModularConfig, ModularTask
 from grokscope.tasks.skip_trigram import SkipTrigramConfig, SkipTrigramTask
@@ -30,4 +30,4 @@ def build_task(task_config: Any, seed: int) -> Task:
     return TASKS[task_config.kind][1](task_config, seed)
 
 
-__all__ = ["Batch", "Task", "TASKS", "build_task", "task_config_class"]
+__all__ = ["Batch", "Task", "all_true", "TASKS", "build_task", "task_config_class"]

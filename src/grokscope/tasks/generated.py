@@ -44,8 +44,7 @@ class GeneratedTask(Task):
         batch = self.generate(step_generator(seed, step), batch_size)
         leaked = torch.isin(row_keys(batch.tokens), self.test_keys)
         if leaked.any():  # a held-out test example drawn by chance does not count
-            mask = batch.mask if batch.mask is not None else torch.ones_like(batch.targets, dtype=torch.bool)
-            batch.mask = mask & ~leaked[:, None]
+            batch.mask = batch.mask & ~leaked[:, None]
         return batch
 
     def eval_sets(self) -> dict[str, Batch]:

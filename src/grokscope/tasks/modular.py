@@ -9,7 +9,7 @@ import torch
 
 from grokscope.config import _require
 from grokscope.errors import GrokscopeError
-from grokscope.tasks.base import Batch, Task, minibatch_indices
+from grokscope.tasks.base import Batch, Task, all_true, minibatch_indices
 
 # add, subtract, a^2+ab+b^2 and a random table need only the ring Z_p, so any p >= 2 trains;
 # the Fourier analysis of issue-3 measures (grokscope.analysis) is what asks for an odd prime.
@@ -75,7 +75,7 @@ class ModularTask(Task):
         n_train = int(config.frac_train * p * p)
         self.train_idx = order[:n_train].sort().values
         self.test_idx = order[n_train:].sort().values
-        self.all = Batch(self.tokens, self.labels[:, None])
+        self.all = Batch(self.tokens, self.labels[:, None], all_true(self.labels[:, None]))
         self._train = self.all.select(self.train_idx)
         self._test = self.all.select(self.test_idx)
 

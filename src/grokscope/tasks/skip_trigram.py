@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from grokscope.config import _require
-from grokscope.tasks.base import Batch
+from grokscope.tasks.base import Batch, all_true
 from grokscope.tasks.generated import GeneratedTask
 
 
@@ -72,7 +72,12 @@ class SkipTrigramTask(GeneratedTask):
         tokens[torch.arange(n), key_pos] = key
         tokens[:, T - 1] = c.n_keys + query
         answer = self.table[key, query]
-        return Batch(tokens, answer[:, None], None, {"key": key, "key_pos": key_pos, "query": query})
+        return Batch(
+            tokens,
+            answer[:, None],
+            all_true(answer[:, None]),
+            {"key": key, "key_pos": key_pos, "query": query},
+        )
 
     def token_names(self) -> list[str]:
         c = self.config

@@ -22,8 +22,8 @@ from grokscope.errors import GrokscopeError
 from grokscope.loading import build, load_weights
 from grokscope.model import Transformer
 from grokscope.model.positional import offset_generator, position_ids
+from grokscope.scoring import autocast, evaluate, loss_and_stats
 from grokscope.tasks import Task
-from grokscope.train.evaluate import autocast, evaluate, loss_and_stats
 from grokscope.train.optim import Grokfast, build_optimizer, lr_at
 from grokscope.train.run_folder import RunFolder, atomic_write_text
 
