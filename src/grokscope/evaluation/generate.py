@@ -56,8 +56,11 @@ def _generate_part(model, task: AdditionTask, batch: Batch) -> torch.Tensor:
         live = ~done & (read + 1 < T)
         if not live.any():
             break
-        logits = model(buf, pos_ids=position_ids(model, _ids_for(batch, buf, task.index_hints)))
-        pred = logits[rows, read.clamp(max=T - 1)].argmax(dim=-1)
+        # the last block runs only where some example reads (one position in fixed formats)
+        reads, which = torch.unique(read.clamp(max=T - 1), return_inverse=True)
+        ids = position_ids(model, _ids_for(batch, buf, task.index_hints))
+        logits = model(buf, positions=reads, pos_ids=ids)  # [batch, len(reads), d_vocab_out]
+        pred = logits[rows, which].argmax(dim=-1)
         write = (read + 1).clamp(max=T - 1)
         buf[rows[live], write[live]] = pred[live]
         if not task.fixed:
