@@ -47,6 +47,15 @@ class LinearProbes:
     def regression(self) -> bool:
         return self.classes is None
 
+    def columns(self, index: slice) -> LinearProbes:
+        """The probes of some label columns only."""
+        classes = None if self.classes is None else self.classes[index]
+        W, b = self.W[:, index], self.b[:, index]
+        if classes is not None:  # drop class slots no kept column uses
+            C = max(2, max(len(c) for c in classes))
+            W, b = W[..., :C], b[..., :C]
+        return LinearProbes(W, b, self.mu, self.sd, classes)
+
     def _standardize(self, X: torch.Tensor) -> torch.Tensor:
         return (X.double() - self.mu[:, None]) / self.sd[:, None]
 
@@ -312,23 +321,23 @@ def probe_model(
     acts_fit = collect(model, fit, want, positions)
     acts_score = collect(model, score, want, positions)
     study = ProbeStudy(score_labels=y_score, label_names=names, positions=positions, skipped=skipped)
-    fitted = {}
-    for h in want:
-        Xf, Xs = acts_fit[h].transpose(0, 1), acts_score[h].transpose(0, 1)  # [P, N, D]
-        fitted[h] = fit_probes(Xf, y_fit, l2=l2, regression=regression, backend=backend)
-        study.probes[h] = fitted[h]
-        study.score_acts[h] = Xs
-    scores = {h: fitted[h].score(study.score_acts[h], y_score) for h in want}  # [P, K]
-    control = None
     if baselines:
         y_all = control_labels(torch.cat([y_fit, y_score]), seed)
         cf, cs = y_all[: len(y_fit)], y_all[len(y_fit) :]
-        control = {
-            h: fit_probes(
-                acts_fit[h].transpose(0, 1), cf, l2=l2, regression=regression, backend=backend
-            ).score(study.score_acts[h], cs)
-            for h in hooks
-        }
+    K = y_fit.shape[1]
+    fitted, control = {}, {}
+    for h in want:
+        Xf, Xs = acts_fit[h].transpose(0, 1), acts_score[h].transpose(0, 1)  # [P, N, D]
+        with_control = baselines and h in hooks
+        # the control probes read the same features: one fit of both label sets (independent probes)
+        y = torch.cat([y_fit, cf], 1) if with_control else y_fit
+        both = fit_probes(Xf, y, l2=l2, regression=regression, backend=backend)
+        fitted[h] = both.columns(slice(0, K))
+        if with_control:
+            control[h] = both.columns(slice(K, 2 * K)).score(Xs, cs)
+        study.probes[h] = fitted[h]
+        study.score_acts[h] = Xs
+    scores = {h: fitted[h].score(study.score_acts[h], y_score) for h in want}  # [P, K]
     majority = torch.zeros(len(names)) if regression else majority_accuracy(y_fit, y_score)
     for h in hooks:
         for i, pos in enumerate(positions):
