@@ -112,8 +112,9 @@ def aggregate(scores: Scores, chunk: int = EVAL_CHUNK) -> dict[str, float | list
     the same bits whatever chunk size the scores were computed with."""
     nll_sum = correct_sum = count = None
     exact = 0.0
-    for index in chunks(len(scores), chunk):
-        nll, correct, mask = scores.loss[index], scores.correct[index], scores.mask[index]
+    for start in range(0, len(scores), chunk):
+        sl = slice(start, start + chunk)
+        nll, correct, mask = scores.loss[sl], scores.correct[sl], scores.mask[sl]
         m = mask.double()
         sums = ((nll * m).sum(0), (correct.double() * m).sum(0), m.sum(0))
         if nll_sum is None:
