@@ -23,8 +23,8 @@ import torch
 from grokscope.config import apply_overrides, from_dict
 from grokscope.presets import load_preset_or_file
 from grokscope.run import build
+from grokscope.scoring import loss_and_stats
 from grokscope.tasks.addition import AdditionConfig, AdditionTask
-from grokscope.train.evaluate import loss_and_stats
 
 
 def generation_rate(task: AdditionTask, batch_size: int, seconds: float = 2.0) -> float:

@@ -20,7 +20,7 @@ import torch
 from grokscope.config import apply_overrides, from_dict
 from grokscope.presets import load_preset_or_file
 from grokscope.run import build
-from grokscope.train.evaluate import evaluate, loss_and_stats
+from grokscope.scoring import evaluate, loss_and_stats
 from grokscope.train.optim import build_optimizer, lr_at
 from original_loop import OriginalTransformer, original_epoch
 

@@ -10,12 +10,24 @@ import torch
 
 from grokscope.cli import main
 from grokscope.interp import pca as P
-from grokscope.interp.activations import collect, example_sets, parse_positions, parse_steps
+from grokscope.interp.activations import (
+    collect,
+    collect_and_score,
+    example_sets,
+    parse_positions,
+    parse_steps,
+)
 from grokscope.interp.embedding_space import head_tables, neuron_profiles
 from grokscope.interp.labels import aligned_positions, control_labels, resolve_label
 from grokscope.interp.lens import decode, logit_lens, model_logits, tuned_lens
-from grokscope.interp.probes import cosine, fit_probes, random_cosine_baseline
-from grokscope.interp.probing import probe_geometry, probe_model, summary_rows
+from grokscope.interp.probes import (
+    cosine,
+    fit_probes,
+    probe_geometry,
+    probe_model,
+    random_cosine_baseline,
+    summary_rows,
+)
 from grokscope.run import Run, build
 from tests.conftest import make_config
 
@@ -88,6 +100,35 @@ def small_model():
     task, model = build(make_config("tiny", "model.n_layers=2", "model.layer_norm=true"))
     model.eval()
     return task, model
+
+
+def test_collect_runs_the_last_block_at_the_asked_positions_only(small_model):
+    """collect's forward computes the last block at the requested positions; every hook still holds
+    what a full forward's cache holds there (patterns by query position, MLP, resid_post)."""
+    task, model = small_model
+    batch = task.eval_sets()["test"].select(torch.arange(50))
+    hooks = [
+        "hook_embed",
+        "blocks.1.hook_resid_pre",
+        "blocks.1.attn.hook_pattern",
+        "blocks.1.attn.hook_k",
+        "blocks.1.attn.hook_q",
+        "blocks.1.mlp.hook_post",
+        "blocks.1.hook_resid_post",
+        "blocks.0.hook_resid_post",
+    ]
+    positions = [2, 0, 2]
+    _, full = model.run_with_cache(batch.tokens, names_filter=hooks)
+    ours = collect(model, batch, hooks, positions)
+    for h in hooks:
+        want = (
+            full[h][:, :, positions].transpose(1, 2) if h.endswith("hook_pattern") else full[h][:, positions]
+        )
+        torch.testing.assert_close(ours[h], want.reshape(50, 3, -1), atol=1e-5, rtol=1e-5, msg=h)
+    acts, scores = collect_and_score(model, batch, hooks[-1:], [0], task.loss_positions)
+    torch.testing.assert_close(acts[hooks[-1]], full[hooks[-1]][:, [0]], atol=1e-5, rtol=1e-5)
+    logits = model(batch.tokens, positions=task.loss_positions)
+    assert torch.equal(scores.correct, logits.argmax(-1) == batch.targets)
 
 
 def test_logit_lens_on_last_resid_post_is_the_model(small_model):

@@ -156,7 +156,9 @@ def _greedy_exact(model, task, batch):
         live = ~done & (read + 1 < T)
         written = torch.where((buf < 10) & (t > eq[:, None]), t - eq[:, None], 0)
         ids = torch.where(t <= eq[:, None], batch.meta["digit_index"], written)
-        logits = model(buf, pos_ids=position_ids(model, Batch(buf, batch.targets, meta={"digit_index": ids})))
+        logits = model(
+            buf, pos_ids=position_ids(model, Batch(buf, batch.targets, batch.mask, meta={"digit_index": ids}))
+        )
         pred = logits[rows, read.clamp(max=T - 1)].argmax(-1)
         buf[rows[live], (read + 1)[live]] = pred[live]
         done |= live & (pred == EOS)

@@ -18,7 +18,7 @@ from grokscope.model.positional import (
     position_ids,
 )
 from grokscope.registry import POSITIONAL
-from grokscope.tasks import Batch
+from grokscope.tasks import Batch, all_true
 
 
 def _model(pos: str, **kw) -> Transformer:
@@ -119,7 +119,7 @@ def test_abacus_model_needs_ids_and_names_them_clearly():
     tokens = torch.randint(0, 14, (3, 8), generator=torch.Generator().manual_seed(0))
     with pytest.raises(GrokscopeError, match="needs per-token ids"):
         m(tokens)
-    batch = Batch(tokens, tokens[:, :1], meta={})
+    batch = Batch(tokens, tokens[:, :1], all_true(tokens[:, :1]), meta={})
     with pytest.raises(GrokscopeError, match="digit_index"):
         position_ids(m, batch)
     ids = torch.tensor([[1, 2, 0, 1, 2, 3, 0, 1]]).expand(3, -1)

@@ -171,7 +171,7 @@ def example_records(task, batch) -> list[dict]:
             "tokens": batch.tokens[i].tolist(),
             "loss_positions": list(task.loss_positions),
             "targets": batch.targets[i].tolist(),
-            "mask": batch.mask[i].tolist() if batch.mask is not None else [True] * batch.targets.shape[1],
+            "mask": batch.mask[i].tolist(),
         }
         for key, value in batch.meta.items():
             rec[key] = (

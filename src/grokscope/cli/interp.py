@@ -107,7 +107,7 @@ def cmd_probe(args) -> int:
     from grokscope.interp.activations import check_hooks, parse_positions
     from grokscope.interp.io import format_table, merge_csv, safe_name
     from grokscope.interp.labels import resolve_label
-    from grokscope.interp.probing import probe_geometry, probe_model, summary_rows
+    from grokscope.interp.probes import probe_geometry, probe_model, summary_rows
 
     run, config, task, steps, fit, score = _setup(args)
     resolve_label(fit, args.label)  # fail fast on a bad label

@@ -15,7 +15,7 @@ import torch
 
 from grokscope.errors import GrokscopeError
 from grokscope.evaluation.generate import greedy_generate
-from grokscope.model.positional import position_ids
+from grokscope.scoring import score
 from grokscope.tasks.addition import AdditionTask
 from grokscope.tasks.base import Batch
 
@@ -25,18 +25,12 @@ COLUMNS = ["split", "group", "len_a", "len_b", "carry_class", "n", "exact", "dig
 @torch.no_grad()
 def example_scores(model, task: AdditionTask, batch: Batch, chunk: int = 4096) -> dict[str, torch.Tensor]:
     """Per example: teacher-forced exact, correct/total answer digits, greedy exact."""
-    pos = task.loss_positions
-    correct = []
-    for start in range(0, len(batch), chunk):
-        part = batch.select(torch.arange(start, min(start + chunk, len(batch))))
-        logits = model(part.tokens, positions=pos, pos_ids=position_ids(model, part))
-        correct.append(logits.argmax(-1) == part.targets)
-    ok = torch.cat(correct)
-    mask = batch.mask if batch.mask is not None else torch.ones_like(ok)
-    digit = mask & (batch.meta["answer_column"] >= 0)
+    scores = score(model, batch, task.loss_positions, chunk=chunk)
+    ok = scores.correct
+    digit = batch.mask & (batch.meta["answer_column"] >= 0)
     _, gen_exact = greedy_generate(model, task, batch)
     return {
-        "exact": (ok | ~mask).all(1),
+        "exact": scores.exact,
         "digits_right": (ok & digit).sum(1),
         "digits": digit.sum(1),
         "gen_exact": gen_exact,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from grokscope.model.positional import position_ids
+from grokscope.scoring import exact_match
 from grokscope.tasks.addition import EOS, PAD, AdditionTask
 from grokscope.tasks.base import Batch
 
@@ -39,8 +40,7 @@ def greedy_generate(
         gen = _generate_part(model, task, part)
         outs.append(gen)
         pos = torch.tensor(task.loss_positions)
-        mask = part.mask if part.mask is not None else torch.ones_like(part.targets, dtype=torch.bool)
-        exact.append(((gen[:, pos + 1] == part.targets) | ~mask).all(dim=1))
+        exact.append(exact_match(gen[:, pos + 1] == part.targets, part.mask))
     return torch.cat(outs), torch.cat(exact)
 
 
@@ -56,8 +56,11 @@ def _generate_part(model, task: AdditionTask, batch: Batch) -> torch.Tensor:
         live = ~done & (read + 1 < T)
         if not live.any():
             break
-        logits = model(buf, pos_ids=position_ids(model, _ids_for(batch, buf, task.index_hints)))
-        pred = logits[rows, read.clamp(max=T - 1)].argmax(dim=-1)
+        # the last block runs only where some example reads (one position in fixed formats)
+        reads, which = torch.unique(read.clamp(max=T - 1), return_inverse=True)
+        ids = position_ids(model, _ids_for(batch, buf, task.index_hints))
+        logits = model(buf, positions=reads, pos_ids=ids)  # [batch, len(reads), d_vocab_out]
+        pred = logits[rows, which].argmax(dim=-1)
         write = (read + 1).clamp(max=T - 1)
         buf[rows[live], write[live]] = pred[live]
         if not task.fixed:

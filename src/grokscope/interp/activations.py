@@ -12,6 +12,7 @@ import torch
 from grokscope.errors import GrokscopeError
 from grokscope.model import Transformer
 from grokscope.model.positional import position_ids
+from grokscope.scoring import Scores, score
 from grokscope.tasks import Batch, Task
 
 # Hooks whose dimension 1 is not the sequence: attention patterns are [B, H, query, key].
@@ -54,14 +55,56 @@ def parse_positions(spec: str | list[int] | None, n_ctx: int, loss_positions: li
     return out
 
 
-def _at_positions(name: str, act: torch.Tensor, positions: list[int]) -> torch.Tensor:
-    """[B, T, ...] -> [B, P, features] (attention patterns are indexed by query position)."""
-    if name.endswith(_QUERY_DIM2):
-        act = act[:, :, positions].transpose(1, 2)  # [B, P, H, key]
+def _at_positions(name: str, act: torch.Tensor, positions: list[int], computed: list[int]) -> torch.Tensor:
+    """[batch, pos, ...] -> [batch, len(positions), features] (attention patterns by query position).
+
+    The forward ran its last block at the query positions `computed` only, so a hook there holds
+    len(computed) positions where the others hold all of them."""
+    dim = 2 if name.endswith(_QUERY_DIM2) else 1
+    index = positions
+    if act.shape[dim] == len(computed) and computed != list(range(len(computed))):
+        where = {p: i for i, p in enumerate(computed)}
+        index = [where[p] for p in positions]
+    if dim == 2:
+        act = act[:, :, index].transpose(1, 2)  # [batch, P, head_index, key]
         act = torch.nan_to_num(act, neginf=0.0)  # masked scores are -inf for every example alike
     else:
-        act = act[:, positions]
+        act = act[:, index]
     return act.reshape(act.shape[0], len(positions), -1)
+
+
+def _forward_cached(model: Transformer, part: Batch, hooks: list[str], computed: list[int]):
+    """(logits [batch, len(computed), d_vocab_out], cache): one forward whose last block runs at the
+    `computed` query positions only (all a hook read there, or a loss there, needs)."""
+    return model.run_with_cache(
+        part.tokens, names_filter=hooks, positions=computed, pos_ids=position_ids(model, part)
+    )
+
+
+@torch.no_grad()
+def collect_and_score(
+    model: Transformer,
+    batch: Batch,
+    hooks: list[str],
+    positions: list[int],
+    loss_positions: list[int],
+    chunk: int = 2048,
+) -> tuple[dict[str, torch.Tensor], Scores]:
+    """One forward per chunk gives both: {hook: [batch, len(positions), features] float32} and the
+    model's own `Scores` at the task's `loss_positions` (through the one scorer)."""
+    check_hooks(model, hooks)
+    parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+    computed = sorted({*positions, *loss_positions})
+    at_loss = torch.tensor([computed.index(p) for p in loss_positions])
+
+    def forward(part: Batch) -> torch.Tensor:  # [batch, n_loss, d_vocab_out]
+        logits, cache = _forward_cached(model, part, hooks, computed)
+        for h in hooks:
+            parts[h].append(_at_positions(h, cache[h], positions, computed).float())
+        return logits[:, at_loss]
+
+    scores = score(model, batch, loss_positions, chunk=chunk, forward=forward)
+    return {h: torch.cat(v) for h, v in parts.items()}, scores
 
 
 @torch.no_grad()
@@ -72,15 +115,15 @@ def collect(
     positions: list[int],
     chunk: int = 2048,
 ) -> dict[str, torch.Tensor]:
-    """{hook: [N, len(positions), features] float32} over a batch's examples, `chunk` per forward."""
+    """{hook: [batch, len(positions), features] float32} over a batch's examples, `chunk` per forward."""
     check_hooks(model, hooks)
     parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+    computed = sorted(set(positions))
     for start in range(0, len(batch), chunk):
         part = batch.select(torch.arange(start, min(start + chunk, len(batch))))
-        pos_ids = position_ids(model, part)
-        _, cache = model.run_with_cache(part.tokens, names_filter=hooks, pos_ids=pos_ids)
+        _, cache = _forward_cached(model, part, hooks, computed)
         for h in hooks:
-            parts[h].append(_at_positions(h, cache[h], positions).float())
+            parts[h].append(_at_positions(h, cache[h], positions, computed).float())
     return {h: torch.cat(v) for h, v in parts.items()}
 
 

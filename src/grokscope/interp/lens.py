@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 
 from grokscope.errors import GrokscopeError
-from grokscope.interp.activations import collect
+from grokscope.interp.activations import collect, collect_and_score
 from grokscope.model import Transformer
 from grokscope.model.positional import position_ids
+from grokscope.scoring import Scores, aggregate, score_logits, token_losses
 from grokscope.tasks import Batch
-from grokscope.train.evaluate import token_losses
 
 
 def default_lens_hooks(model: Transformer) -> list[str]:
@@ -30,10 +30,7 @@ def decode(model: Transformer, resid: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def _residuals(
-    model: Transformer, batch: Batch, hooks: list[str], positions: list[int]
-) -> dict[str, torch.Tensor]:
-    acts = collect(model, batch, hooks, positions)
+def _check_residuals(model: Transformer, acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for h, a in acts.items():
         if a.shape[-1] != model.cfg.d_model:
             raise GrokscopeError(
@@ -43,30 +40,37 @@ def _residuals(
     return acts
 
 
-def lens_stats(logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-    """Per loss position: mean loss and accuracy against the true answer (masked positions skipped)."""
-    nll = token_losses(logits, batch.targets)
-    correct = (logits.argmax(-1) == batch.targets).double()
-    m = torch.ones_like(correct) if batch.mask is None else batch.mask.double()
-    n = m.sum(0).clamp(min=1)
+def scores_stats(scores: Scores) -> dict[str, torch.Tensor]:
+    """Per loss position and over all of them: mean loss and accuracy (masked positions skipped),
+    the same aggregation as training's metrics."""
+    stats = aggregate(scores)
+    many = scores.correct.shape[1] > 1
     return {
-        "loss": (nll * m).sum(0) / n,
-        "acc": (correct * m).sum(0) / n,
-        "loss_all": (nll * m).sum() / m.sum().clamp(min=1),
-        "acc_all": (correct * m).sum() / m.sum().clamp(min=1),
+        "loss": torch.tensor(stats["loss_by_pos"] if many else [stats["loss"]], dtype=torch.float64),
+        "acc": torch.tensor(stats["acc_by_pos"] if many else [stats["acc"]], dtype=torch.float64),
+        "loss_all": torch.tensor(stats["loss"], dtype=torch.float64),
+        "acc_all": torch.tensor(stats["acc"], dtype=torch.float64),
     }
+
+
+def lens_stats(
+    logits: torch.Tensor,  # [batch, n_loss, d_vocab_out]
+    batch: Batch,
+) -> dict[str, torch.Tensor]:
+    """Per loss position: mean loss and accuracy against the true answer (masked positions skipped)."""
+    return scores_stats(score_logits(logits, batch.targets, batch.mask))
 
 
 @torch.no_grad()
 def logit_lens(model: Transformer, batch: Batch, hooks: list[str], positions: list[int]) -> dict[str, dict]:
     """hook -> lens_stats of decoding that hook at the task's loss `positions`."""
-    acts = _residuals(model, batch, hooks, positions)
+    acts = _check_residuals(model, collect(model, batch, hooks, positions))
     return {h: lens_stats(decode(model, a), batch) for h, a in acts.items()}
 
 
 @torch.no_grad()
 def model_logits(model: Transformer, batch: Batch, positions: list[int], chunk: int = 4096) -> torch.Tensor:
-    """The model's own logits at `positions`, float64, in chunks."""
+    """The model's own logits at `positions` [batch, n_loss, d_vocab_out], float64, in chunks."""
     parts = []
     for start in range(0, len(batch), chunk):
         part = batch.select(torch.arange(start, min(start + chunk, len(batch))))
@@ -75,19 +79,25 @@ def model_logits(model: Transformer, batch: Batch, positions: list[int], chunk: 
 
 
 def fit_tuned_lens(
-    model: Transformer, resid: torch.Tensor, batch: Batch, l2: float = 1e-4, max_iter: int = 200
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: Transformer,
+    resid: torch.Tensor,  # [batch, n_loss, d_model]
+    batch: Batch,
+    l2: float = 1e-4,
+    max_iter: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor]:  # A [d_model, d_model], c [d_model]
     """An affine map (A [d, d], c [d]) minimising the answer loss of decode(resid @ A + c), A from identity.
 
     One map per hook, shared by all loss positions (as in Belrose et al. 2023), fitted to the true
-    answers with torch's L-BFGS; `l2` pulls A towards the identity.
+    answers with torch's L-BFGS; `l2` pulls A towards the identity. Without a final LayerNorm the
+    logits are linear in A, so each step multiplies resid by A @ W_U [d_model, d_vocab_out] instead
+    of by A (the same function, d_model / d_vocab_out times fewer FLOPs).
     """
     d = resid.shape[-1]
     x = resid.double()
     eye = torch.eye(d, dtype=torch.float64)
     A = eye.clone().requires_grad_(True)
     c = torch.zeros(d, dtype=torch.float64, requires_grad=True)
-    mask = torch.ones_like(batch.targets, dtype=torch.bool) if batch.mask is None else batch.mask
+    mask = batch.mask
     W_U = model.unembed.W_U.detach().double()
     b_U = model.unembed.b_U.detach().double() if model.cfg.unembed_bias else 0.0
     ln = model.cfg.layer_norm
@@ -97,10 +107,11 @@ def fit_tuned_lens(
 
     def closure():
         opt.zero_grad()
-        y = x @ A + c
         if ln:
-            y = torch.nn.functional.layer_norm(y, (d,), eps=model.ln_final.eps) * ln_w + ln_b
-        logits = y @ W_U + b_U
+            y = torch.nn.functional.layer_norm(x @ A + c, (d,), eps=model.ln_final.eps) * ln_w + ln_b
+            logits = y @ W_U + b_U
+        else:
+            logits = x @ (A @ W_U) + (c @ W_U + b_U)
         loss = token_losses(logits, batch.targets)[mask].mean() + 0.5 * l2 * ((A - eye) ** 2).sum()
         loss.backward()
         return loss
@@ -115,12 +126,16 @@ def tuned_lens(
     model: Transformer, fit: Batch, score: Batch, hooks: list[str], positions: list[int], **kw
 ) -> dict[str, dict]:
     """hook -> lens_stats on `score` of a tuned lens fitted on `fit`."""
-    fit_acts = _residuals(model, fit, hooks, positions)
-    score_acts = _residuals(model, score, hooks, positions)
+    fit_acts = _check_residuals(model, collect(model, fit, hooks, positions))
+    score_acts = _check_residuals(model, collect(model, score, hooks, positions))
+    return _tuned(model, fit, fit_acts, score, score_acts, **kw)
+
+
+def _tuned(model, fit: Batch, fit_acts: dict, score: Batch, score_acts: dict, **kw) -> dict[str, dict]:
     out = {}
-    for h in hooks:
+    for h, resid in score_acts.items():
         A, c = fit_tuned_lens(model, fit_acts[h], fit, **kw)
-        out[h] = lens_stats(decode(model, score_acts[h].double() @ A + c), score)
+        out[h] = lens_stats(decode(model, resid.double() @ A + c), score)
     return out
 
 
@@ -133,12 +148,18 @@ def lens_rows(
     tuned: bool = True,
     step: int | None = None,
 ) -> list[dict]:
-    """Table rows: for each hook and lens, loss and accuracy per loss position and over all of them."""
-    results = {"logit": logit_lens(model, score, hooks, positions)}
-    if tuned:
-        results["tuned"] = tuned_lens(model, fit, score, hooks, positions)
+    """Table rows: for each hook and lens, loss and accuracy per loss position and over all of them.
+
+    One forward over the score examples gives every hook and the model's own scores; one more over
+    the fit examples feeds the tuned lens."""
     with torch.no_grad():
-        results["model"] = {"output": lens_stats(model_logits(model, score, positions), score)}
+        score_acts, own = collect_and_score(model, score, hooks, positions, positions)
+        _check_residuals(model, score_acts)
+        results = {"logit": {h: lens_stats(decode(model, a), score) for h, a in score_acts.items()}}
+        if tuned:
+            fit_acts = _check_residuals(model, collect(model, fit, hooks, positions))
+            results["tuned"] = _tuned(model, fit, fit_acts, score, score_acts)
+        results["model"] = {"output": scores_stats(own)}
     rows = []
     for lens, per_hook in results.items():
         for h, s in per_hook.items():

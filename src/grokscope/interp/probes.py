@@ -1,20 +1,34 @@
 """Linear probes: is a label linearly readable from a hook at a position, on held-out examples?
 
-Many probes are fitted at once: features `X [P, N, D]` (P positions, N examples, D features) against
-labels `Y [N, K]` (K label columns) give P*K independent probes. Classification probes are L2-regularised
-multinomial logistic regressions on standardised features, fitted with torch's L-BFGS (strong Wolfe
-line search) in float64: the objective is convex, so the optimum does not depend on the optimiser, and
-`backend="sklearn"` cross-checks it with scikit-learn's LogisticRegression where that is installed.
-Regression probes are ridge regressions solved in closed form.
+Fitting. Many probes are fitted at once: features `X [P, N, D]` (P positions, N examples, D features)
+against labels `Y [N, K]` (K label columns) give P*K independent probes. Classification probes are
+L2-regularised multinomial logistic regressions on standardised features, in float64: the objective
+is convex, so the optimum does not depend on the optimiser; `backend="sklearn"` fits it with
+scikit-learn's LogisticRegression (lbfgs), `backend="torch"` with torch's L-BFGS (strong Wolfe line
+search), `"auto"` (the default) with scikit-learn where it is installed. Regression probes are ridge
+regressions solved in closed form.
+
+A probe study of one model: every (hook, position, label column), with the baselines that give it
+meaning:
+
+- majority: always answering the fit set's most common class;
+- embed: the same probe on `hook_embed` at the same position (what the token there says by itself);
+- control: the same probe on shuffled labels (same class frequencies) -> selectivity = score - control;
+- geometry: cosine between probe directions of two hooks in the same basis (e.g. resid_mid vs
+  resid_post), against random directions, and the accuracy of one hook's probe applied to the other.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from grokscope.errors import GrokscopeError
+from grokscope.interp.activations import collect
+from grokscope.interp.labels import aligned_positions, control_labels, is_classification, resolve_label
+from grokscope.model import Transformer
+from grokscope.tasks import Batch
 
 _NEG = -1e30  # logit of classes a label column never takes
 
@@ -32,6 +46,15 @@ class LinearProbes:
     @property
     def regression(self) -> bool:
         return self.classes is None
+
+    def columns(self, index: slice) -> LinearProbes:
+        """The probes of some label columns only."""
+        classes = None if self.classes is None else self.classes[index]
+        W, b = self.W[:, index], self.b[:, index]
+        if classes is not None:  # drop class slots no kept column uses
+            C = max(2, max(len(c) for c in classes))
+            W, b = W[..., :C], b[..., :C]
+        return LinearProbes(W, b, self.mu, self.sd, classes)
 
     def _standardize(self, X: torch.Tensor) -> torch.Tensor:
         return (X.double() - self.mu[:, None]) / self.sd[:, None]
@@ -141,16 +164,33 @@ def _encode(Y: torch.Tensor, classes: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.searchsorted(c, Y[:, k].contiguous()) for k, c in enumerate(classes)], 1)
 
 
+def _preconditioner(Xs: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V [P, D, D], g [P, D]) with W = V diag(g) v: in v, the objective's Hessian at W = 0 is about
+    the identity (features rotated to their principal axes, each scaled by 1/sqrt(curvature)).
+
+    The data term's curvature along a principal axis of variance lambda is at most lambda / 2 (softmax
+    at uniform probabilities), the penalty's is l2; correlated activations spread lambda over orders of
+    magnitude, which is what makes plain L-BFGS on standardised features take hundreds of steps."""
+    N = Xs.shape[1]
+    lam, V = torch.linalg.eigh(Xs.transpose(1, 2) @ Xs / N)
+    return V, (0.5 * lam.clamp(min=0) + l2).rsqrt()
+
+
 def _fit_logistic(Xs, Y, classes, l2: float, max_iter: int):
+    """Multinomial logistic regressions by L-BFGS in preconditioned coordinates (same optimum)."""
     P, N, D = Xs.shape
     K = Y.shape[1]
     C = max(2, max(len(c) for c in classes))
-    target = _encode(Y, classes).T[None, :, :, None].expand(P, K, N, 1)  # [P, K, N, 1]
-    mask = _class_mask(classes, C)[None, :, None]
-    W = torch.zeros(P, K, D, C, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(P, K, C, dtype=torch.float64, requires_grad=True)
+    onehot = torch.nn.functional.one_hot(_encode(Y, classes), C).double()  # [N, K, C]
+    mask = _class_mask(classes, C)  # [K, C]
+    V, g = _preconditioner(Xs, l2)
+    Xt = (Xs @ V) * g[:, None]  # [P, N, D]: rotated and scaled features
+    XtT = Xt.transpose(1, 2).contiguous()  # [P, D, N]: the gradient's matmul, laid out for it
+    g2 = (g * g)[:, :, None]  # [P, D, 1]: |W|² = sum g² v²
+    v = torch.zeros(P, D, K * C, dtype=torch.float64)  # [P, D, K*C]
+    b = torch.zeros(P, K, C, dtype=torch.float64)
     opt = torch.optim.LBFGS(
-        [W, b],
+        [v, b],
         lr=1,
         max_iter=max_iter,
         history_size=20,
@@ -159,17 +199,18 @@ def _fit_logistic(Xs, Y, classes, l2: float, max_iter: int):
         line_search_fn="strong_wolfe",
     )
 
-    def closure():
-        opt.zero_grad()
-        logits = torch.einsum("pnd,pkdc->pknc", Xs, W) + b[:, :, None] + mask
-        nll = -logits.log_softmax(-1).gather(-1, target).mean(2).sum()
-        loss = nll + 0.5 * l2 * (W * W).sum()
-        loss.backward()
-        return loss
+    def closure():  # objective and its gradient by hand: two plain matmuls, no autograd graph
+        logits = (Xt @ v).view(P, N, K, C) + b[:, None] + mask
+        logp = logits.log_softmax(-1)
+        nll = -(logp * onehot).sum((1, 3)) / N  # [P, K]
+        resid = (logp.exp() - onehot) / N  # d nll / d logits
+        v.grad = XtT @ resid.view(P, N, K * C) + l2 * g2 * v
+        b.grad = resid.sum(1)
+        return nll.sum() + 0.5 * l2 * (g2 * v * v).sum()
 
-    with torch.enable_grad():
-        opt.step(closure)
-    return W.detach(), b.detach()
+    opt.step(closure)
+    v_ = (g[:, :, None] * v).view(P, D, K, C).transpose(1, 2)  # [P, K, D, C]
+    return V[:, None] @ v_, b  # W back in standardised space
 
 
 def _fit_ridge(Xs, Y, l2: float):
@@ -184,6 +225,7 @@ def _fit_sklearn(Xs, Y, classes, l2: float, max_iter: int):
     """scikit-learn's LogisticRegression with the same penalty, for cross-checking the torch fit."""
     try:
         from sklearn.linear_model import LogisticRegression
+        from threadpoolctl import threadpool_limits
     except ImportError:
         raise GrokscopeError(
             "the sklearn probe backend needs scikit-learn: pip install 'grokscope[probes]' "
@@ -195,22 +237,23 @@ def _fit_sklearn(Xs, Y, classes, l2: float, max_iter: int):
     W = torch.zeros(P, K, D, C, dtype=torch.float64)
     b = torch.zeros(P, K, C, dtype=torch.float64)
     enc = _encode(Y, classes).numpy()
-    for p in range(P):
-        x = Xs[p].numpy()
-        for k in range(K):
-            n_cls = len(classes[k])
-            if n_cls < 2:
-                continue
-            # sklearn minimises C_reg * sum(loss) + |w|²/2; binary uses one vector w = w_1 - w_0.
-            c_reg = (2.0 if n_cls == 2 else 1.0) / (l2 * N)
-            clf = LogisticRegression(C=c_reg, max_iter=max_iter * 10, tol=1e-10).fit(x, enc[:, k])
-            coef = torch.as_tensor(clf.coef_, dtype=torch.float64)
-            icpt = torch.as_tensor(clf.intercept_, dtype=torch.float64)
-            if n_cls == 2:
-                W[p, k, :, 0], W[p, k, :, 1] = -coef[0] / 2, coef[0] / 2
-                b[p, k, 0], b[p, k, 1] = -icpt[0] / 2, icpt[0] / 2
-            else:
-                W[p, k, :, :n_cls], b[p, k, :n_cls] = coef.T, icpt
+    with threadpool_limits(1):  # BLAS threads on a 5000 x 128 matvec only fight each other
+        for p in range(P):
+            x = Xs[p].numpy()
+            for k in range(K):
+                n_cls = len(classes[k])
+                if n_cls < 2:
+                    continue
+                # sklearn minimises C_reg * sum(loss) + |w|²/2; binary uses one vector w = w_1 - w_0.
+                c_reg = (2.0 if n_cls == 2 else 1.0) / (l2 * N)
+                clf = LogisticRegression(C=c_reg, max_iter=max_iter * 10, tol=1e-10).fit(x, enc[:, k])
+                coef = torch.as_tensor(clf.coef_, dtype=torch.float64)
+                icpt = torch.as_tensor(clf.intercept_, dtype=torch.float64)
+                if n_cls == 2:
+                    W[p, k, :, 0], W[p, k, :, 1] = -coef[0] / 2, coef[0] / 2
+                    b[p, k, 0], b[p, k, 1] = -icpt[0] / 2, icpt[0] / 2
+                else:
+                    W[p, k, :, :n_cls], b[p, k, :n_cls] = coef.T, icpt
     return W, b
 
 
@@ -228,3 +271,144 @@ def random_cosine_baseline(dim: int, n: int = 4000, seed: int = 0) -> tuple[floa
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity along the last dimension."""
     return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1)
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+EMBED = "hook_embed"
+
+
+@dataclass
+class ProbeStudy:
+    rows: list[dict] = field(default_factory=list)
+    probes: dict[str, LinearProbes] = field(default_factory=dict)
+    score_acts: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [P, N, D]
+    score_labels: torch.Tensor | None = None
+    label_names: list[str] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # label columns constant on the fit examples
+
+
+def probe_model(
+    model: Transformer,
+    fit: Batch,
+    score: Batch,
+    hooks: list[str],
+    label: str,
+    positions: list[int],
+    l2: float = 1e-3,
+    seed: int = 0,
+    baselines: bool = True,
+    backend: str = "torch",
+    step: int | None = None,
+    loss_positions: list[int] | None = None,
+) -> ProbeStudy:
+    """Fit and score probes for `label` on each hook at each position (plus baselines when asked).
+
+    With the task's `loss_positions`, rows say whether their position is the one whose answer needs
+    the label column (`aligned`; tasks with `answer_column` metadata such as addition)."""
+    names, y_fit = resolve_label(fit, label)
+    _, y_score = resolve_label(score, label)
+    regression = not is_classification(y_fit)
+    varies = [k for k in range(y_fit.shape[1]) if y_fit[:, k].unique().numel() > 1]
+    skipped = [n for k, n in enumerate(names) if k not in varies]
+    if not varies:
+        raise GrokscopeError(f"label {label!r} takes a single value on the fit examples; nothing to probe")
+    names, y_fit, y_score = [names[k] for k in varies], y_fit[:, varies], y_score[:, varies]
+    aligned = aligned_positions(fit, names, loss_positions or [])
+    want = list(dict.fromkeys([*hooks, EMBED] if baselines else hooks))
+    acts_fit = collect(model, fit, want, positions)
+    acts_score = collect(model, score, want, positions)
+    study = ProbeStudy(score_labels=y_score, label_names=names, positions=positions, skipped=skipped)
+    if baselines:
+        y_all = control_labels(torch.cat([y_fit, y_score]), seed)
+        cf, cs = y_all[: len(y_fit)], y_all[len(y_fit) :]
+    K = y_fit.shape[1]
+    fitted, control = {}, {}
+    for h in want:
+        Xf, Xs = acts_fit[h].transpose(0, 1), acts_score[h].transpose(0, 1)  # [P, N, D]
+        with_control = baselines and h in hooks
+        # the control probes read the same features: one fit of both label sets (independent probes)
+        y = torch.cat([y_fit, cf], 1) if with_control else y_fit
+        both = fit_probes(Xf, y, l2=l2, regression=regression, backend=backend)
+        fitted[h] = both.columns(slice(0, K))
+        if with_control:
+            control[h] = both.columns(slice(K, 2 * K)).score(Xs, cs)
+        study.probes[h] = fitted[h]
+        study.score_acts[h] = Xs
+    scores = {h: fitted[h].score(study.score_acts[h], y_score) for h in want}  # [P, K]
+    majority = torch.zeros(len(names)) if regression else majority_accuracy(y_fit, y_score)
+    for h in hooks:
+        for i, pos in enumerate(positions):
+            for k, name in enumerate(names):
+                row = {
+                    "step": step,
+                    "hook": h,
+                    "position": pos,
+                    "label": name,
+                    "metric": "r2" if regression else "acc",
+                    "score": scores[h][i, k].item(),
+                    "majority": majority[k].item(),
+                    "n_fit": len(fit),
+                    "n_score": len(score),
+                    "n_classes": 0 if regression else len(fitted[h].classes[k]),
+                    "aligned": aligned.get(name) == pos if aligned else None,
+                }
+                if baselines:
+                    row["embed"] = scores[EMBED][i, k].item()
+                    row["control"] = control[h][i, k].item()
+                    row["selectivity"] = row["score"] - row["control"]
+                study.rows.append(row)
+    return study
+
+
+def probe_geometry(study: ProbeStudy, hook_a: str, hook_b: str, step: int | None = None) -> list[dict]:
+    """Per (position, label column): do two hooks' probes read the same direction, and do they transfer?"""
+    pa, pb = study.probes[hook_a], study.probes[hook_b]
+    da, db = pa.directions(), pb.directions()  # [P, K, D*C]
+    if da.shape != db.shape:
+        return []  # hooks of different widths live in different bases
+    cos = cosine(da, db)
+    d_model = pa.W.shape[2]
+    rand_mean, rand_p99 = random_cosine_baseline(d_model)
+    y = study.score_labels
+    a_on_b = pa.score(study.score_acts[hook_b], y)
+    b_on_a = pb.score(study.score_acts[hook_a], y)
+    own_a = pa.score(study.score_acts[hook_a], y)
+    own_b = pb.score(study.score_acts[hook_b], y)
+    rows = []
+    for i, pos in enumerate(study.positions):
+        for k, name in enumerate(study.label_names):
+            rows.append(
+                {
+                    "step": step,
+                    "hook_a": hook_a,
+                    "hook_b": hook_b,
+                    "position": pos,
+                    "label": name,
+                    "cosine": cos[i, k].item(),
+                    "random_abs_cos_mean": rand_mean,
+                    "random_abs_cos_p99": rand_p99,
+                    "score_a": own_a[i, k].item(),
+                    "score_b": own_b[i, k].item(),
+                    "a_probe_on_b": a_on_b[i, k].item(),
+                    "b_probe_on_a": b_on_a[i, k].item(),
+                }
+            )
+    return rows
+
+
+def summary_rows(rows: list[dict]) -> tuple[list[dict], str]:
+    """The rows worth showing, and how they were chosen: each label column at its aligned position
+    when the task defines one (rows read back from CSV hold the string 'True'), else at its best."""
+    aligned = [r for r in rows if r.get("aligned") in (True, "True")]
+    if aligned:
+        return aligned, "each label column at the position whose answer needs it"
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["hook"], r["label"])
+        if key not in best or r["score"] > best[key]["score"]:
+            best[key] = r
+    many = len({r["position"] for r in rows}) > 1
+    return list(best.values()), "best position per row" if many else "one position"

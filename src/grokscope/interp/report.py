@@ -43,7 +43,7 @@ def _last_step(rows: list[dict]) -> list[dict]:
 def _probe_section(d: Path) -> str:
     parts = []
     for csv_path in sorted(p for p in d.glob("*.csv") if not p.stem.endswith("_geometry")):
-        from grokscope.interp.probing import summary_rows
+        from grokscope.interp.probes import summary_rows
 
         rows = _last_step(read_csv(csv_path))
         shown, rule = summary_rows(rows)

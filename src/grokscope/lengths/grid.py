@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from grokscope.errors import GrokscopeError
-from grokscope.model.positional import position_ids
+from grokscope.scoring import score
 from grokscope.tasks import sampling as smp
 from grokscope.tasks.addition import AdditionConfig, AdditionTask, Operands
 
@@ -59,15 +59,7 @@ def exact_per_example(model, task: AdditionTask, ops: Operands, chunk: int = 102
             f"model knows {model.cfg.d_vocab} tokens (model.d_vocab); a model trained with index hints "
             "cannot read operands longer than it was trained on (evaluate shorter lengths)"
         )
-    positions = task.loss_positions
-    out = []
-    for start in range(0, len(ops.la), chunk):
-        batch = task.encode(ops.select(torch.arange(start, min(start + chunk, len(ops.la)))))
-        logits = model(batch.tokens, positions=positions, pos_ids=position_ids(model, batch))
-        correct = logits.argmax(dim=-1) == batch.targets
-        mask = torch.ones_like(correct) if batch.mask is None else batch.mask
-        out.append((correct | ~mask).all(dim=1))
-    return torch.cat(out)
+    return score(model, task.encode(ops), task.loss_positions, chunk=chunk).exact
 
 
 def length_grid(

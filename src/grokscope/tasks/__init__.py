@@ -6,7 +6,7 @@ from typing import Any
 
 from grokscope.registry import TASKS
 from grokscope.tasks.addition import AdditionTask
-from grokscope.tasks.base import Batch, Task
+from grokscope.tasks.base import Batch, Task, all_true
 from grokscope.tasks.induction import InductionTask
 from grokscope.tasks.modular import ModularTask
 from grokscope.tasks.skip_trigram import SkipTrigramTask
@@ -17,4 +17,13 @@ def build_task(task_config: Any, seed: int) -> Task:
     return TASKS.get(task_config.kind)(task_config, seed)
 
 
-__all__ = ["AdditionTask", "Batch", "InductionTask", "ModularTask", "SkipTrigramTask", "Task", "build_task"]
+__all__ = [
+    "AdditionTask",
+    "Batch",
+    "InductionTask",
+    "ModularTask",
+    "SkipTrigramTask",
+    "Task",
+    "all_true",
+    "build_task",
+]

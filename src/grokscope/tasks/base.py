@@ -2,7 +2,7 @@
 
 A task reads its answer at fixed *loss positions* (e.g. the `=` token of `a b =`), so the model
 only computes logits where the loss looks. `targets[:, k]` is the label for the logits at
-`loss_positions[k]`; `mask` marks which of those count (None: all).
+`loss_positions[k]`; `mask` marks which of those count (all true where every one does).
 """
 
 from __future__ import annotations
@@ -16,10 +16,17 @@ import torch
 
 @dataclass
 class Batch:
-    tokens: torch.Tensor  # [batch, n_ctx] int64
-    targets: torch.Tensor  # [batch, n_loss_positions] int64
-    mask: torch.Tensor | None = None  # [batch, n_loss_positions] bool; None = every position
+    tokens: torch.Tensor  # [batch, pos] int64
+    targets: torch.Tensor  # [batch, n_loss] int64
+    mask: torch.Tensor  # [batch, n_loss] bool: the targets that count (all true: every one)
     meta: dict[str, torch.Tensor] = field(default_factory=dict)  # per-example labels, e.g. carries
+
+    def __post_init__(self) -> None:
+        if self.mask.dtype != torch.bool or self.mask.shape != self.targets.shape:
+            raise ValueError(
+                f"Batch.mask must be a bool tensor shaped like targets {tuple(self.targets.shape)}, "
+                f"got {self.mask.dtype} {tuple(self.mask.shape)} (use all_true(targets))"
+            )
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -28,9 +35,14 @@ class Batch:
         return Batch(
             self.tokens[index],
             self.targets[index],
-            None if self.mask is None else self.mask[index],
+            self.mask[index],
             {k: v[index] for k, v in self.meta.items()},
         )
+
+
+def all_true(targets: torch.Tensor) -> torch.Tensor:
+    """The mask of a batch whose every target counts: [batch, n_loss] bool, all true."""
+    return torch.ones_like(targets, dtype=torch.bool)
 
 
 class Task(ABC):
@@ -78,6 +90,5 @@ def drop_examples(batch: Batch, drop: torch.Tensor) -> Batch:
     """`batch` with the examples where `drop` [batch] is True masked out of the loss (e.g. a held-out
     test example drawn by chance into an infinite-data training batch)."""
     if drop.any():
-        mask = batch.mask if batch.mask is not None else torch.ones_like(batch.targets, dtype=torch.bool)
-        batch.mask = mask & ~drop[:, None]
+        batch.mask = batch.mask & ~drop[:, None]
     return batch

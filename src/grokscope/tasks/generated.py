@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from grokscope.errors import GrokscopeError
-from grokscope.tasks.base import Batch, Task, drop_examples, minibatch_indices, step_generator
+from grokscope.tasks.base import Batch, Task, all_true, drop_examples, minibatch_indices, step_generator
 from grokscope.tasks.sampling import row_keys
 from grokscope.tasks.split import InvalidSplit, same_split, saved_array
 
@@ -56,8 +56,7 @@ class GeneratedTask(Task):
         for name, b in sets.items():
             arrays[f"{name}_tokens"] = b.tokens.numpy().astype(np.int32)
             arrays[f"{name}_targets"] = b.targets.numpy().astype(np.int32)
-            if b.mask is not None:
-                arrays[f"{name}_mask"] = b.mask.numpy()
+            arrays[f"{name}_mask"] = b.mask.numpy()
             arrays.update({f"{name}_meta_{k}": v.numpy() for k, v in b.meta.items()})
         return arrays
 
@@ -87,13 +86,15 @@ class GeneratedTask(Task):
                     f"it holds only the {name} tokens (an older grokscope saved no targets), and they differ "
                     "from what this config draws; retrain the run with this version"
                 )
-            targets = saved_array(arrays, f"{name}_targets", 2, 0, self.d_vocab_out)
+            targets = torch.from_numpy(
+                saved_array(arrays, f"{name}_targets", 2, 0, self.d_vocab_out).astype(np.int64)
+            )
             mask = arrays.get(f"{name}_mask")
             meta_keys = [k for k in arrays if k.startswith(f"{name}_meta_")]
             sets[name] = Batch(
                 torch.from_numpy(tokens.astype(np.int64)),
-                torch.from_numpy(targets.astype(np.int64)),
-                None if mask is None else torch.from_numpy(mask.astype(bool)),
+                targets,
+                all_true(targets) if mask is None else torch.from_numpy(mask.astype(bool)),
                 {k[len(f"{name}_meta_") :]: torch.from_numpy(arrays[k].copy()) for k in meta_keys},
             )
         self._test = sets["test"]

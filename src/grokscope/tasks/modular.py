@@ -9,7 +9,7 @@ import torch
 
 from grokscope.errors import GrokscopeError, require
 from grokscope.registry import TASKS
-from grokscope.tasks.base import Batch, Task, minibatch_indices
+from grokscope.tasks.base import Batch, Task, all_true, minibatch_indices
 from grokscope.tasks.split import InvalidSplit, same_split, saved_array
 
 # add, subtract, a^2+ab+b^2 and a random table need only the ring Z_p, so any p >= 2 trains;
@@ -86,7 +86,7 @@ class ModularTask(Task):
         self.labels = modular_answers(a, b, p, config.op, seed=split_seed)
         order = torch.randperm(p * p, generator=torch.Generator().manual_seed(split_seed))
         n_train = int(config.frac_train * p * p)
-        self.all = Batch(self.tokens, self.labels[:, None])
+        self.all = Batch(self.tokens, self.labels[:, None], all_true(self.labels[:, None]))
         self._set_split(order[:n_train].sort().values, order[n_train:].sort().values)
 
     def _set_split(self, train_idx: torch.Tensor, test_idx: torch.Tensor) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from grokscope.errors import require
 from grokscope.registry import TASKS
-from grokscope.tasks.base import Batch
+from grokscope.tasks.base import Batch, all_true
 from grokscope.tasks.generated import GeneratedTask
 
 
@@ -76,7 +76,12 @@ class SkipTrigramTask(GeneratedTask):
         tokens[torch.arange(n), key_pos] = key
         tokens[:, T - 1] = c.n_keys + query
         answer = self.table[key, query]
-        return Batch(tokens, answer[:, None], None, {"key": key, "key_pos": key_pos, "query": query})
+        return Batch(
+            tokens,
+            answer[:, None],
+            all_true(answer[:, None]),
+            {"key": key, "key_pos": key_pos, "query": query},
+        )
 
     def token_names(self) -> list[str]:
         c = self.config

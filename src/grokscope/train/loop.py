@@ -23,8 +23,8 @@ from grokscope.files import atomic_write_text
 from grokscope.model import Transformer
 from grokscope.model.positional import offset_generator, position_ids
 from grokscope.run import Run, build, load_weights
+from grokscope.scoring import autocast, evaluate, loss_and_stats
 from grokscope.tasks import Task
-from grokscope.train.evaluate import autocast, evaluate, loss_and_stats
 from grokscope.train.optim import Grokfast, build_optimizer, lr_at
 from grokscope.train.progress import progress_bar
 

@@ -1,0 +1,169 @@
+"""One scorer: per-token correctness and float64 loss, per-example exact match, chunked.
+
+Everything that asks "how well does this model answer this batch" reads it here: the training loss
+(`loss_and_stats`, with grad), training evaluation (`evaluate`), `grokscope eval`, the length grid,
+the lenses and generation's exact match. `Scores` holds the per-token values of a whole batch;
+`aggregate` turns them into the metrics dict written to metrics.jsonl (`loss`, `acc`, and for
+multi-position tasks `exact`, `loss_by_pos`, `acc_by_pos`).
+
+Losses are float64: a float32 log-softmax underflows near 1e-7, where grokking's late phase lives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from grokscope.model.positional import position_ids
+from grokscope.tasks.base import Batch
+
+EVAL_CHUNK = 16384  # examples per forward in evaluation: bounded memory, few Python round trips
+
+
+def autocast(precision: str, device: torch.device | str = "cpu"):
+    """bf16 autocast for the model's matmuls when asked; losses stay float64 regardless."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def token_losses(
+    logits: torch.Tensor,  # [batch, n_loss, d_vocab_out]
+    targets: torch.Tensor,  # [batch, n_loss]
+) -> torch.Tensor:  # [batch, n_loss] float64
+    """Per-token cross-entropy in float64 (differentiable: the training loss is its masked mean)."""
+    logp = logits.double().log_softmax(dim=-1)
+    return -logp.gather(-1, targets[..., None])[..., 0]
+
+
+def exact_match(
+    correct: torch.Tensor,  # [batch, n_loss] bool
+    mask: torch.Tensor,  # [batch, n_loss] bool
+) -> torch.Tensor:  # [batch] bool
+    """Every counted token of the example is right (an example with none counted is right)."""
+    return (correct | ~mask).all(dim=1)
+
+
+@dataclass
+class Scores:
+    """Per-token results of a model on a batch; `mask` marks the tokens that count."""
+
+    correct: torch.Tensor  # [batch, n_loss] bool: argmax == target
+    loss: torch.Tensor  # [batch, n_loss] float64 cross-entropy
+    mask: torch.Tensor  # [batch, n_loss] bool
+
+    @property
+    def exact(self) -> torch.Tensor:  # [batch] bool
+        return exact_match(self.correct, self.mask)
+
+    def __len__(self) -> int:
+        return self.correct.shape[0]
+
+
+def score_logits(
+    logits: torch.Tensor,  # [batch, n_loss, d_vocab_out]
+    targets: torch.Tensor,  # [batch, n_loss]
+    mask: torch.Tensor,  # [batch, n_loss] bool
+) -> Scores:
+    """Scores of logits already computed (e.g. a lens's decoded residual stream)."""
+    return Scores(logits.argmax(dim=-1) == targets, token_losses(logits, targets).detach(), mask)
+
+
+def chunks(n: int, chunk: int) -> list[torch.Tensor]:
+    """Index ranges [0, chunk), [chunk, 2 chunk), ... covering n examples."""
+    return [torch.arange(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+
+
+@torch.no_grad()
+def score(
+    model,
+    batch: Batch,
+    positions: list[int],
+    precision: str = "fp32",
+    chunk: int = EVAL_CHUNK,
+    forward: Callable[[Batch], torch.Tensor] | None = None,
+) -> Scores:
+    """The model's scores on `batch` at the loss `positions`, `chunk` examples per forward.
+
+    `forward(part) -> logits [part, n_loss, d_vocab_out]` replaces the plain forward where a caller
+    needs more from the same pass (e.g. cached activations); it runs under the same autocast."""
+    if forward is None:
+
+        def forward(part: Batch) -> torch.Tensor:
+            return model(part.tokens, positions=positions, pos_ids=position_ids(model, part))
+
+    parts = []
+    for index in chunks(len(batch), chunk):
+        part = batch if len(index) == len(batch) else batch.select(index)
+        with autocast(precision, part.tokens.device):
+            logits = forward(part)
+        parts.append(score_logits(logits, part.targets, part.mask))
+    if len(parts) == 1:
+        return parts[0]
+    return Scores(*(torch.cat([getattr(p, f) for p in parts]) for f in ("correct", "loss", "mask")))
+
+
+def aggregate(scores: Scores, chunk: int = EVAL_CHUNK) -> dict[str, float | list]:
+    """The metrics dict training logs: `loss`, `acc`; with several loss positions also `exact`,
+    `loss_by_pos`, `acc_by_pos`. Sums run chunk by chunk in `chunk`-sized pieces, so the numbers are
+    the same bits whatever chunk size the scores were computed with."""
+    nll_sum = correct_sum = count = None
+    exact = 0.0
+    for start in range(0, len(scores), chunk):
+        sl = slice(start, start + chunk)
+        nll, correct, mask = scores.loss[sl], scores.correct[sl], scores.mask[sl]
+        m = mask.double()
+        sums = ((nll * m).sum(0), (correct.double() * m).sum(0), m.sum(0))
+        if nll_sum is None:
+            nll_sum, correct_sum, count = sums
+        else:
+            nll_sum, correct_sum, count = nll_sum + sums[0], correct_sum + sums[1], count + sums[2]
+        exact += exact_match(correct, mask).double().sum().item()
+    stats: dict[str, float | list] = {
+        "loss": (nll_sum.sum() / count.sum()).item(),
+        "acc": (correct_sum.sum() / count.sum()).item(),
+    }
+    if scores.correct.shape[1] > 1:
+        stats["exact"] = exact / len(scores)
+        stats["loss_by_pos"] = (nll_sum / count.clamp(min=1)).tolist()
+        stats["acc_by_pos"] = (correct_sum / count.clamp(min=1)).tolist()
+    return stats
+
+
+def evaluate(
+    model,
+    batch: Batch,
+    positions: list[int],
+    precision: str = "fp32",
+    chunk: int = EVAL_CHUNK,
+) -> dict[str, float | list]:
+    """Metrics over a whole evaluation set (what metrics.jsonl records per set)."""
+    return aggregate(score(model, batch, positions, precision, chunk), chunk)
+
+
+def loss_and_stats(
+    logits: torch.Tensor,  # [batch, n_loss, d_vocab_out]
+    batch: Batch,
+) -> tuple[torch.Tensor, dict[str, float | list]]:
+    """Training: the mean masked float64 loss (with grad) plus the detached statistics of `aggregate`."""
+    nll = token_losses(logits, batch.targets)
+    loss = nll[batch.mask].mean()
+    with torch.no_grad():
+        stats = aggregate(Scores(logits.argmax(dim=-1) == batch.targets, nll.detach(), batch.mask))
+    return loss, stats
+
+
+__all__ = [
+    "Scores",
+    "aggregate",
+    "autocast",
+    "evaluate",
+    "exact_match",
+    "loss_and_stats",
+    "score",
+    "score_logits",
+    "token_losses",
+]
