@@ -7,6 +7,17 @@ RUN_DIR: a five-digit addition run, e.g.
 Each verb runs as users run it (`python -m grokscope ...`, a fresh process: imports and loading
 included), with the commands of docs/interp.md; it writes under RUN_DIR/analysis/ as usual. The
 process inherits this environment (PYTHONPATH selects the code measured). Prints one line per run.
+
+Measured 2026-12-01 on the shared 2-core machine (4 engineers; load average 0.5-2 during these runs),
+/tmp/fda = five_digit_addition stopped at step 1626 (checkpoint 1500: test digit acc 0.98, exact 0.91);
+"before" = commit 86ba4c9, "after" = branch scorer, each run a separate copy of the folder:
+
+    verb    before (s)        after (s)
+    eval    10.60, 10.36      7.46, 11.35     (the scorer adds nothing measurable; noise dominates)
+    lens    147.2, 183.0      43.1, 45.3      (tuned-lens L-BFGS, 3 hooks x 200 steps, is most of it)
+    probe   118.6, 127.1      39.2, 40.8      (collect: last block at the probed positions only;
+                                               fit: preconditioned L-BFGS, control fitted with main)
+Targets from the issue (probe < 15 s, lens < 10 s, eval < 10 s) are not all met on this machine.
 """
 
 from __future__ import annotations
