@@ -9,7 +9,8 @@ class AnalyzeOptions:
     \"\"\"Fraction of a neuron's variance a frequency must explain for it to count.\"\"\"
 ```
 becomes `--threshold FLOAT` (default 0.85); a `bool` field defaulting to False becomes `--flag`,
-one defaulting to True becomes `--no-flag`; `list[int]` reads `1,2,3`.
+one defaulting to True becomes `--no-flag`; `list[int]` reads `1,2,3`; `list[str]` is a flag to
+repeat (`--hook A --hook B`); `field(metadata={"choices": ...})` limits the values.
 """
 
 from __future__ import annotations
@@ -82,21 +83,36 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...
         if hint is bool:
             if default:
                 parser.add_argument(
-                    "--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", help=doc
+                    "--no-" + f.name.replace("_", "-"),
+                    dest=f.name,
+                    action="store_false",
+                    help=f"turn off: {doc}",
                 )
             else:
                 parser.add_argument(flag, dest=f.name, action="store_true", help=doc)
+            continue
+        shown = "" if default in (None, [], "") else f" (default {default})"
+        if hint == list[str]:  # repeat the flag: --hook A --hook B
+            parser.add_argument(
+                flag, dest=f.name, action="append", default=None, metavar=f.name.upper(), help=doc
+            )
             continue
         if typing.get_origin(hint) is list:
             (item,) = typing.get_args(hint)
             kind, metavar = _comma_list(item), f"{item.__name__.upper()},..."
         else:
             kind, metavar = hint, hint.__name__.upper()
-        shown = "" if default is None or default == [] else f" (default {default})"
-        parser.add_argument(flag, dest=f.name, type=kind, default=default, metavar=metavar, help=doc + shown)
+        choices = f.metadata.get("choices")
+        parser.add_argument(
+            flag, dest=f.name, type=kind, default=default, metavar=metavar, choices=choices, help=doc + shown
+        )
 
 
 def options_from_args(cls: type, args: argparse.Namespace, **given: Any) -> Any:
     """The options dataclass filled from parsed flags (and `given` values for skipped fields)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if hasattr(args, f.name) and getattr(args, f.name) is not None
+    }
     return cls(**{**values, **given})

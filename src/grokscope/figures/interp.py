@@ -15,6 +15,8 @@ import numpy as np
 
 from grokscope.figures.render import new_figure
 from grokscope.figures.spec import FigureSpec, glob_keys, register_figure
+from grokscope.interp.embedding_space import EMBSPACE_DATA
+from grokscope.interp.pca import CIRCLES_DATA, PCA_DATA
 
 
 def _grid(n: int, max_cols: int = 4, size: float = 3.0):
@@ -303,9 +305,6 @@ register_figure(
 # ----------------------------------------------------------------------------- PCA, circles, embedding space
 # The verbs write these tensors into analysis/ (safetensors, names as JSON in the metadata); the
 # figures below are made from them.
-PCA_DATA = "analysis/pca/{key}_pca.safetensors"  # steps [S], projections [S, n, k], explained [S, k]
-CIRCLES_DATA = "analysis/pca/circles.safetensors"  # projections [freqs, p, 2], freqs [freqs]
-EMBSPACE_DATA = "analysis/embspace/{key}.safetensors"  # qk, ov, neuron_in, neuron_out of layer `key`
 
 
 def _tensors(path: Path):

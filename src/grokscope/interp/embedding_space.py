@@ -14,6 +14,8 @@ import torch
 
 from grokscope.model import Transformer
 
+EMBSPACE_DATA = "analysis/embspace/{key}.safetensors"  # qk, ov, neuron_in, neuron_out of layer `key`
+
 
 @torch.no_grad()
 def head_tables(model: Transformer, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,3 +42,36 @@ def top_neurons(model: Transformer, layer: int, n: int = 32) -> torch.Tensor:
     """Indices of the `n` neurons with the largest output-weight norms (the ones that matter most)."""
     norms = model.blocks[layer].mlp.W_out.detach().norm(dim=1)
     return norms.argsort(descending=True)[:n]
+
+
+def embspace_run(run, options) -> tuple[int, int]:
+    """The `embspace` study: per-layer QK/OV token tables and neuron profiles of one checkpoint,
+    written as `analysis/embspace/L<layer>.safetensors`; returns (step, number of layers)."""
+    import json
+
+    from grokscope.files import write_tensors
+    from grokscope.interp.activations import parse_steps
+
+    task = run.task
+    steps = parse_steps(options.step, run.readable_steps())
+    names = task.token_names()
+    for step, model in run.models(steps[-1:]):
+        meta = {
+            "step": str(step),
+            "names": json.dumps(names),
+            "out_names": json.dumps(names[: task.d_vocab_out]),
+        }
+        for layer in range(len(model.blocks)):
+            qk, ov = head_tables(model, layer)
+            tables = {"qk": qk.float(), "ov": ov.float()}  # [head_index, d_vocab, d_vocab(_out)]
+            if not model.cfg.attn_only:
+                idx = top_neurons(model, layer, options.neurons)
+                win, wout = neuron_profiles(model, layer)
+                tables |= {
+                    "neuron_in": win[:, idx].T.float(),
+                    "neuron_out": wout[idx].float(),
+                    "neuron_ids": idx,
+                }
+            write_tensors(run.path / EMBSPACE_DATA.format(key=f"L{layer}"), tables, meta)
+        return step, len(model.blocks)
+    raise AssertionError("parse_steps returns at least one step")

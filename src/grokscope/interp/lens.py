@@ -185,3 +185,21 @@ def lens_rows(
                 }
             )
     return rows
+
+
+def lens_run(run, options) -> tuple[list[dict], list[int], int, int]:
+    """The `lens` study: logit (and tuned) lens rows at each checkpoint asked, merged into
+    `analysis/lens/lens.csv`; returns (rows, steps, n_fit, n_score)."""
+    from grokscope.interp.activations import check_hooks, example_sets, parse_steps
+    from grokscope.interp.io import merge_csv
+
+    task = run.task
+    steps = parse_steps(options.step, run.readable_steps())
+    fit, score = example_sets(task, options.fit, options.score, options.max_examples, options.seed)
+    rows = []
+    for step, model in run.models(steps):
+        hooks = options.hook or default_lens_hooks(model)
+        check_hooks(model, hooks)
+        rows += lens_rows(model, fit, score, hooks, task.loss_positions, tuned=options.tuned, step=step)
+    merge_csv(run.subdir("analysis") / "lens" / "lens.csv", rows, ("step", "lens", "hook", "position"))
+    return rows, steps, len(fit), len(score)

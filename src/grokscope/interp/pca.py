@@ -20,6 +20,9 @@ from grokscope.interp.activations import collect
 from grokscope.model import Transformer
 from grokscope.tasks import Batch
 
+PCA_DATA = "analysis/pca/{key}_pca.safetensors"  # steps [S], projections [S, n, k], explained [S, k]
+CIRCLES_DATA = "analysis/pca/circles.safetensors"  # projections [freqs, p, 2], freqs [freqs]
+
 
 @dataclass
 class PCAResult:
@@ -157,3 +160,93 @@ def circle_projections(W: torch.Tensor, freqs: list[int]) -> torch.Tensor:
         q, _ = torch.linalg.qr(plane)
         out.append(Wc @ q)
     return torch.stack(out) if out else torch.zeros(0, W.shape[0], 2, dtype=torch.float64)
+
+
+@dataclass
+class PCARunResult:
+    """What `pca_run` computed and wrote."""
+
+    tag: str  # file stem: W_E, or hook@position
+    steps: list[int]
+    explained: list[dict]  # one row per checkpoint: step, pc1..pck
+    freqs: list[int]  # modular W_E: the key frequencies the circles are drawn for
+    radius_cv: list[dict]  # per (step, freq): how round the numbers' circle is
+    norm_share: list[float]  # per freq: its share of W_E's Fourier norm at the last step
+
+
+def pca_run(run, options) -> PCARunResult:
+    """The `pca` study: PCA of token representations over checkpoints, written as
+    `analysis/pca/<tag>_explained.csv` and `<tag>_pca.safetensors`; for a modular run's W_E also the
+    numbers' circles on the key-frequency planes (`circles.safetensors`, `circles.csv`)."""
+    import json
+
+    from grokscope.files import write_tensors
+    from grokscope.interp.activations import check_hooks, parse_steps
+    from grokscope.interp.io import merge_csv, safe_name
+
+    task = run.task
+    steps = parse_steps(options.step, run.readable_steps())
+    batch = None
+    if options.of != "W_E":
+        sets = task.eval_sets()
+        if options.data not in sets:
+            raise GrokscopeError(f"the task has no example set {options.data!r}; it has {', '.join(sets)}")
+        batch = sets[options.data]
+        n_ctx = batch.tokens.shape[1]
+        for name, pos in (("position", options.position), ("group position", options.group_position)):
+            if pos is not None and not -n_ctx <= pos < n_ctx:
+                raise GrokscopeError(f"{name} {pos} is outside the context ({n_ctx} positions)")
+    modular = getattr(run.config.task, "kind", None) == "modular"
+    names = task.token_names()
+    rows_by_step, W_numbers, tokens, model = {}, {}, None, None
+    for step, model in run.models(steps):
+        if options.of != "W_E":
+            check_hooks(model, [options.of])
+        rows, tokens = token_rows(model, options.of, batch, options.position, options.group_position)
+        if modular and options.of == "W_E":
+            rows, tokens = rows[: task.p], tokens[: task.p]  # the numbers; '=' is not on the circle
+        rows_by_step[step] = rows
+        if modular:
+            W_numbers[step] = model.embed.W_E.detach()[: task.p].double()
+    result = pca_over_checkpoints(rows_by_step, tokens, k=6, basis=options.basis)
+    out = run.subdir("analysis") / "pca"
+    tag = safe_name(options.of if options.of == "W_E" else f"{options.of}@{options.position}")
+    table = [
+        {
+            "of": tag,
+            "step": s,
+            **{f"pc{j + 1}": result.explained[i, j].item() for j in range(result.explained.shape[1])},
+        }
+        for i, s in enumerate(result.steps)
+    ]
+    merge_csv(out / f"{tag}_explained.csv", table, ("of", "step"))
+    write_tensors(
+        run.path / PCA_DATA.format(key=tag),
+        {
+            "steps": torch.tensor(list(result.steps), dtype=torch.int64),
+            "projections": result.projections,  # [checkpoints, tokens, k]
+            "explained": result.explained,  # [checkpoints, k]
+        },
+        {"labels": json.dumps([names[t] for t in tokens.tolist()])},
+    )
+    freqs, radius_cv, share = [], [], []
+    if modular and options.of == "W_E":
+        last = steps[-1]
+        freqs = circle_frequencies(model, task)  # `model` holds the last step's weights
+        circ = [circle_projections(W_numbers[s], freqs) for s in steps]
+        circles = {"projections": circ[-1], "freqs": torch.tensor(freqs, dtype=torch.int64)}
+        write_tensors(run.path / CIRCLES_DATA, circles, {"step": str(last)})
+        radius_cv = [
+            {
+                "step": s,
+                "freq": f,
+                "radius_cv": (c[i].norm(dim=1).std() / c[i].norm(dim=1).mean()).item(),
+                "radius": c[i].norm(dim=1).mean().item(),
+            }
+            for s, c in zip(steps, circ, strict=True)
+            for i, f in enumerate(freqs)
+        ]
+        merge_csv(out / "circles.csv", radius_cv, ("step", "freq"))
+        norms = embedding_frequency_norms(W_numbers[last])
+        share = [(norms[f - 1] / norms.sum()).item() for f in freqs]
+    return PCARunResult(tag, steps, table, freqs, radius_cv, share)

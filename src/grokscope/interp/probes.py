@@ -21,6 +21,7 @@ meaning:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -412,3 +413,58 @@ def summary_rows(rows: list[dict]) -> tuple[list[dict], str]:
             best[key] = r
     many = len({r["position"] for r in rows}) > 1
     return list(best.values()), "best position per row" if many else "one position"
+
+
+@dataclass
+class ProbeRunResult:
+    """What `probe_run` computed and wrote (the table's rows over every step probed)."""
+
+    rows: list[dict]
+    geometry: list[dict]
+    skipped: list[str]
+    steps: list[int]
+    n_fit: int
+    n_score: int
+    table: Path  # analysis/probes/<label>.csv
+
+
+def probe_run(run, options) -> ProbeRunResult:
+    """The `probe` study: probes for `options.label` on each hook, at each checkpoint asked, merged
+    into `analysis/probes/<label>.csv` (and `_geometry.csv` with two hooks or more)."""
+    from grokscope.interp.activations import check_hooks, example_sets, parse_positions, parse_steps
+    from grokscope.interp.io import merge_csv, safe_name
+
+    if not options.hook or not options.label:
+        raise GrokscopeError("probe needs --hook HOOK (one or more) and --label NAME")
+    task = run.task
+    steps = parse_steps(options.step, run.readable_steps())
+    fit, score = example_sets(task, options.fit, options.score, options.max_examples, options.seed)
+    resolve_label(fit, options.label)  # fail fast on a bad label
+    positions = parse_positions(options.position, fit.tokens.shape[1], task.loss_positions)
+    rows, geo, skipped = [], [], []
+    for step, model in run.models(steps):
+        check_hooks(model, options.hook)
+        study = probe_model(
+            model,
+            fit,
+            score,
+            options.hook,
+            options.label,
+            positions,
+            l2=options.l2,
+            seed=options.seed,
+            baselines=options.baselines,
+            backend=options.backend,
+            step=step,
+            loss_positions=task.loss_positions,
+        )
+        rows += study.rows
+        skipped = study.skipped
+        for other in options.hook[1:]:
+            geo += probe_geometry(study, options.hook[0], other, step=step)
+    out = run.subdir("analysis") / "probes"
+    name = safe_name(options.label)
+    merge_csv(out / f"{name}.csv", rows, ("step", "hook", "position", "label"))
+    if geo:
+        merge_csv(out / f"{name}_geometry.csv", geo, ("step", "hook_a", "hook_b", "position", "label"))
+    return ProbeRunResult(rows, geo, skipped, steps, len(fit), len(score), out / f"{name}.csv")
