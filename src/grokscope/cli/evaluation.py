@@ -48,19 +48,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.digits:
         return cmd_eval_digits(args)
     from grokscope.evaluation.by_length import evaluate_run, rows_to_csv
-    from grokscope.evaluation.positions import position_labels
     from grokscope.figures import render_figure
     from grokscope.files import atomic_write_text
     from grokscope.run import Run
 
     tables: dict[str, list[dict]] = {}
     for d in args.dirs:
-        rows = evaluate_run(d, args.step)
         run = Run.open(d)
-        task = run.task
-        analysis = run.subdir("analysis")
-        atomic_write_text(analysis / "accuracy_by_length.csv", rows_to_csv(rows))
-        atomic_write_text(analysis / "position_labels.json", json.dumps(position_labels(task)) + "\n")
+        rows = evaluate_run(run, args.step)
         render_figure("accuracy_by_length", run.path)
         render_figure("loss_by_position", run.path)  # where metrics have per-position losses
         tables[str(run.path)] = rows
@@ -70,7 +65,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             for s in ("train", "test")
             if s in overall
         )
-        print(f"{run.path}: {summary} -> {analysis / 'accuracy_by_length.csv'}")
+        print(f"{run.path}: {summary} -> {run.analysis_dir / 'accuracy_by_length.csv'}")
     if len(tables) > 1:
         out = (
             Path(args.out)
@@ -124,6 +119,7 @@ def cmd_eval_digits(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from grokscope.config import apply_overrides, from_dict
+    from grokscope.evaluation.examples import example_records, examples
     from grokscope.files import atomic_write_text
     from grokscope.presets import load_preset_or_file
     from grokscope.tasks import build_task
@@ -140,45 +136,3 @@ def cmd_data(args: argparse.Namespace) -> int:
     atomic_write_text(out, "\n".join(lines) + "\n")
     print(f"wrote {len(lines)} {args.split} examples to {out}")
     return 0
-
-
-def examples(task, split: str, n: int, seed: int):
-    """The first `n` examples of a split: the training stream's step-0 batch, or an eval set."""
-    import torch
-
-    if split == "train" and getattr(task, "train_ops", None) is None:
-        return task.train_batch(0, n, seed)  # infinite data (or a task without a stored train set)
-    sets = task.eval_sets()
-    if split not in sets:
-        raise GrokscopeError(f"unknown --split {split!r}; this task has: {', '.join(sets)}")
-    batch = sets[split]
-    return batch.select(torch.arange(min(n, len(batch))))
-
-
-def example_records(task, batch) -> list[dict]:
-    """One JSON-ready dict per example: text, token ids, targets, mask and every metadata field."""
-    from grokscope.tasks.carries import digits_to_int
-
-    decode = getattr(task, "decode", None)
-    names = task.token_names()
-    texts = (
-        decode(batch.tokens) if decode else [" ".join(names[i] for i in row) for row in batch.tokens.tolist()]
-    )
-    records = []
-    for i in range(len(batch)):
-        rec = {
-            "text": texts[i],
-            "tokens": batch.tokens[i].tolist(),
-            "loss_positions": list(task.loss_positions),
-            "targets": batch.targets[i].tolist(),
-            "mask": batch.mask[i].tolist(),
-        }
-        for key, value in batch.meta.items():
-            rec[key] = (
-                value[i].long().tolist() if value.dtype.is_floating_point is False else value[i].tolist()
-            )
-        if "a_digits" in batch.meta and "a" not in batch.meta:  # operands too long for int64
-            for name, key in (("a", "a_digits"), ("b", "b_digits"), ("sum", "sum_digits")):
-                rec[name] = str(digits_to_int(batch.meta[key][i].tolist()))
-        records.append(rec)
-    return records

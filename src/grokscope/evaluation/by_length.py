@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import torch
 
@@ -86,18 +85,23 @@ def eval_sets_for_table(task: AdditionTask, n_train_max: int = 5000, seed: int =
     return sets
 
 
-def evaluate_run(path: str | Path, step: int | None = None) -> list[dict]:
-    from grokscope.run import Run
+def evaluate_run(run, step: int | None = None) -> list[dict]:
+    """The `eval` study of one addition run: the rows of `accuracy_rows` at checkpoint `step`,
+    written to `analysis/accuracy_by_length.csv` (and the answer positions' labels beside it)."""
+    import json
 
-    run = Run.open(path)
-    config = run.config
+    from grokscope.evaluation.positions import position_labels
+    from grokscope.files import atomic_write_text
+
     task = run.task
-    model = run.model(step)
     if not isinstance(task, AdditionTask):
         raise GrokscopeError(
-            f"{run.path}: `grokscope eval` reads addition runs; this is task.kind = {config.task.kind!r}"
+            f"{run.path}: `grokscope eval` reads addition runs; this is task.kind = {run.config.task.kind!r}"
         )
-    return accuracy_rows(model, task, eval_sets_for_table(task))
+    rows = accuracy_rows(run.model(step), task, eval_sets_for_table(task))
+    atomic_write_text(run.analysis_dir / "accuracy_by_length.csv", rows_to_csv(rows))
+    atomic_write_text(run.analysis_dir / "position_labels.json", json.dumps(position_labels(task)) + "\n")
+    return rows
 
 
 def rows_to_csv(rows: list[dict], extra: dict | None = None) -> str:
