@@ -7,7 +7,6 @@ library never imports this package."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -51,10 +50,6 @@ def _show_note(message, category, filename, lineno, file=None, line=None) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    # OpenMP threads that spin while waiting for a core held by another process slow a training step
-    # several-fold on a shared machine (benchmarks/bench_contention.py); torch loads after this line,
-    # and a user's own setting wins
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_note
