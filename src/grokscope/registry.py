@@ -76,3 +76,5 @@ POSITIONAL: Registry = Registry("model.pos", builtins=("grokscope.model.position
 FIGURES: Registry = Registry("figure", builtins=("grokscope.figures",))
 #: report section name -> ReportSection (grokscope.report): a builder for run or sweep folders
 REPORT_SECTIONS: Registry = Registry("report section", builtins=("grokscope.report",))
+#: `grokscope import` format -> ImportFormat (grokscope.importing.format): how another code's files read
+IMPORT_FORMATS: Registry = Registry("import format", builtins=("grokscope.importing",))
