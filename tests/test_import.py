@@ -332,3 +332,71 @@ def test_cli_import(tmp_path, capsys):
     assert "imported 1 checkpoint (step 40) from progress-measures; split from original" in out
     assert main(["import", "progress-measures", str(src), "--out", str(tmp_path / "run")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- one checkpoint + a curve
+def _grokking_curves(n: int = 400) -> tuple[list[float], list[float]]:
+    """Train loss fitted by step 50; test loss high until ~200, then down four decades."""
+    steps = torch.arange(n, dtype=torch.float64)
+    train = (3.0 * torch.exp(-steps / 8) + 1e-4).tolist()
+    test = (10 ** (0.5 - 4.5 * torch.sigmoid((steps - 250) / 15))).tolist()
+    return train, test
+
+
+def test_phases_and_loss_plot_from_the_curve_with_one_checkpoint(tmp_path):
+    from grokscope.analysis import analyze_run, load_phases
+    from grokscope.analysis.phases import accuracy_bound
+    from grokscope.report import write_report
+
+    train, test = _grokking_curves()
+    src = _pth(tmp_path / "final.pth", grokscope_model(), epoch=399, train_losses=train, test_losses=test)
+    run_dir = import_run(
+        "progress-measures", src, tmp_path / "run", overrides=["task.frac_train=0.5"]
+    ).run.path
+    analyze_run(run_dir)
+    phases = load_phases(run_dir)
+    assert phases.source == "metrics" and phases.last_step == 399
+    # train accuracy >= 99% is read from the loss bound: loss <= 0.01 ln 2 first at this step
+    first_fit = next(i for i, v in enumerate(train) if accuracy_bound(v) >= 0.99)
+    assert phases.memorization_end == first_fit
+    assert first_fit < phases.cleanup_start < phases.cleanup_end < 399
+    assert phases.grok_step == next(i for i, v in enumerate(test) if accuracy_bound(v) >= 0.99)
+    html = write_report(run_dir).read_text()
+    assert "circuit formation" in html and "no grokking yet" not in html
+    assert "the evaluations in metrics.jsonl" in html
+
+
+def test_one_checkpoint_without_a_curve_has_unknown_phases(tmp_path):
+    from grokscope.analysis import analyze_run, load_phases
+    from grokscope.report import write_report
+
+    src = _pth(tmp_path / "final.pth", grokscope_model(), epoch=1000)
+    run_dir = import_run(
+        "progress-measures", src, tmp_path / "run", overrides=["task.frac_train=0.5"]
+    ).run.path
+    analyze_run(run_dir)
+    phases = load_phases(run_dir)
+    assert phases.source == "none" and phases.spans() == [] and phases.grok_step is None
+    html = write_report(run_dir).read_text()
+    assert "Unknown: the run has one checkpoint and no loss curve" in html
+    assert "no grokking yet" not in html
+
+
+def test_loss_figure_draws_the_dense_curve():
+    from grokscope.figures.progress import loss_and_accuracy, metrics_curves
+
+    rows = [{"step": s, "train_loss": 1.0 / (s + 1), "test_loss": 2.0} for s in range(50)]
+    progress = {
+        k: [v]
+        for k, v in {
+            "step": 49,
+            "train_loss": 0.02,
+            "test_loss": 2.0,
+            "train_acc": 1.0,
+            "test_acc": 0.1,
+        }.items()
+    }
+    fig = loss_and_accuracy(progress, None, metrics_curves(rows))
+    loss_ax, acc_ax = fig.axes[:2]
+    assert [len(line.get_xdata()) for line in loss_ax.get_lines()] == [50, 50]
+    assert [len(line.get_xdata()) for line in acc_ax.get_lines()] == [1, 1]  # from the checkpoint

@@ -8,7 +8,7 @@ analysis/excluded_loss_by_freq.csv train loss with each key frequency removed al
 analysis/fourier_W_E.csv           Fourier-component norms of W_E (const, cos_1, sin_1, ...)
 analysis/fourier_W_L.csv           Fourier-component norms of W_L = W_out W_U along the answer axis
 analysis/key_frequencies.json      key frequencies + each neuron's frequency and fraction explained
-analysis/phases.json               memorization / circuit formation / cleanup boundaries (`detect_phases`)
+analysis/phases.json               memorization / circuit formation / cleanup boundaries (`run_phases`)
 analysis/snapshot.safetensors      the final checkpoint's attention, example neurons and logit Fourier norms
 analysis/analysis_meta.json        what the tables were computed with (the cache key)
 ```
@@ -40,7 +40,7 @@ from grokscope.analysis.key_frequencies import (
 )
 from grokscope.analysis.modular_view import check_task, last_mlp_name, modular_outputs
 from grokscope.analysis.options import AnalyzeOptions
-from grokscope.analysis.phases import detect_phases
+from grokscope.analysis.phases import run_phases
 from grokscope.analysis.snapshot import SNAPSHOT_FILE, read_snapshot, snapshot, snapshot_bytes
 from grokscope.analysis.tables import read_table, write_table
 from grokscope.errors import GrokscopeError
@@ -83,6 +83,18 @@ class RunAnalysis:
     @property
     def steps(self) -> np.ndarray:
         return self.progress["step"]
+
+
+def load_phases(path: str | Path):
+    """The `Phases` that `analyze_run` wrote to analysis/phases.json (computed again from the
+    curves if the file is missing, as after an older grokscope)."""
+    from grokscope.analysis.phases import Phases
+    from grokscope.run import Run
+
+    f = Path(path) / "analysis" / "phases.json"
+    if f.is_file():
+        return Phases(**json.loads(f.read_text()))
+    return run_phases(Run(path).read_metrics(), load_analysis(path).progress)
 
 
 def _files(adir: Path) -> dict[str, Path]:
@@ -282,7 +294,8 @@ def _analyze_run(
     write_if_changed(adir / "key_frequencies.json", json.dumps(key.to_dict(), indent=1))
     write_if_changed(meta_path, json.dumps(meta, indent=1))
     result = load_analysis(run.path)
-    write_if_changed(adir / "phases.json", json.dumps(detect_phases(result.progress).to_dict(), indent=1))
+    phases = run_phases(run.read_metrics(), result.progress)  # the dense curves when there are some
+    write_if_changed(adir / "phases.json", json.dumps(phases.to_dict(), indent=1))
     _write_snapshot(run, model, task, key, adir / SNAPSHOT_FILE, fresh=bool(todo))
     result.meta["computed_steps"] = todo
     return result

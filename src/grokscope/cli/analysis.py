@@ -9,17 +9,18 @@ from grokscope.cli.options import add_options, options_from_args
 
 
 def _analyze(path, options=None, progress: bool = True, figures: bool = True) -> None:
-    from grokscope.analysis import analyze_run, detect_phases
+    from grokscope.analysis import analyze_run, load_phases
 
     t0 = time.perf_counter()
     result = analyze_run(path, options, progress=progress)
     n_new = len(result.meta.get("computed_steps", []))
-    phases = detect_phases(result.progress)
+    phases = load_phases(path)
     print(
         f"{path}/analysis/progress.csv: {len(result.steps)} checkpoints ({n_new} computed now, "
         f"{time.perf_counter() - t0:.1f} s); key frequencies {result.key.key_freqs or 'none found'}"
     )
-    print("phases: " + (", ".join(f"{n} {a}-{b}" for n, a, b in phases.spans()) or "none located"))
+    located = ", ".join(f"{n} {a}-{b}" for n, a, b in phases.spans()) or "none located"
+    print("phases: " + (located if phases.known else "unknown (one checkpoint and no loss curve)"))
     print(f"phases and final-checkpoint snapshot: {path}/analysis/phases.json, snapshot.safetensors")
     if figures:
         from grokscope.figures import write_figures
