@@ -207,7 +207,30 @@ def section_progress_summary(ctx: ReportContext) -> str | None:
     key, pr = analysis.key, analysis.progress
     rows = [
         ("key frequencies", ", ".join(map(str, key.key_freqs)) or "none found (has the run grokked?)"),
-        ("  found on", f"checkpoint {key.step} ({key.source})"),
+        ("  found on", f"checkpoint {key.step} ({key.source}; rule {key.rule})"),
+        *(
+            [
+                (
+                    "  restricted train loss they give (the model's own)",
+                    f"{fmt(key.restricted_loss_train)} ({fmt(key.model_loss_train)})",
+                )
+            ]
+            if key.restricted_loss_train is not None
+            else []
+        ),
+        *(
+            (
+                f"  rule {r}",
+                f"{', '.join(map(str, v['key_freqs'])) or 'none'}"
+                + (
+                    f" → restricted loss {fmt(v['restricted_loss_train'])}"
+                    if "restricted_loss_train" in v
+                    else ""
+                ),
+            )
+            for r, v in key.by_rule.items()
+            if r != key.rule
+        ),
         (
             "neurons explained by one frequency",
             f"{key.frac_neurons_explained:.0%} (fraction of variance >= {key.threshold:g})",

@@ -124,16 +124,22 @@ def load_analysis(path: str | Path) -> RunAnalysis:
     )
 
 
-def _resolve_key(run, model, task, key_freqs, threshold, min_share) -> KeyFrequencies:
-    """Detected on the final checkpoint (stored with per-neuron data), or the user's list."""
+def _resolve_key(
+    run, model, task, key_freqs, threshold, min_share, rule=("carried", 0.5, 0.05)
+) -> KeyFrequencies:
+    """Detected on the final checkpoint (stored with per-neuron data), or the user's list; with the
+    restricted train loss each rule's key set gives there, beside the model's own loss."""
+    from grokscope.analysis.modular_view import SIGNS
     from grokscope.run import load_weights
 
     last = run.last_step()
     load_weights(model, run.load_checkpoint(last), f"checkpoint step {last} of {run.path}")
-    neurons = modular_outputs(model, task).neurons
-    if neurons is None:
+    out = modular_outputs(model, task)
+    if out.neurons is None:
         raise GrokscopeError("the progress measures need an MLP (key frequencies come from its neurons)")
-    key = key_frequencies(neurons, task.p, threshold, min_share, step=last)
+    name, floor, share = rule
+    key = key_frequencies(out.neurons, task.p, threshold, min_share, step=last, rule=name,
+                          carry_floor=floor, carry_share=share)  # fmt: skip
     if key_freqs is not None:
         K = n_freqs(task.p)
         bad = [k for k in key_freqs if not 1 <= k <= K]
@@ -143,6 +149,16 @@ def _resolve_key(run, model, task, key_freqs, threshold, min_share) -> KeyFreque
             )
         key.key_freqs = sorted(key_freqs)
         key.source = "user"
+    sign = SIGNS[task.config.op]
+    labels, idx = task.labels, task.train_idx
+
+    def restricted(freqs: list[int]) -> float:
+        return float(pm.restricted_loss_from_logits(out.logits, labels, idx, task.p, freqs, sign))
+
+    for entry in key.by_rule.values():
+        entry["restricted_loss_train"] = restricted(entry["key_freqs"])
+    key.restricted_loss_train = restricted(key.key_freqs)
+    key.model_loss_train = float(pm.cross_entropy(out.logits[idx], labels[idx]))
     return key
 
 
@@ -168,7 +184,15 @@ def analyze_run(
     o = dataclasses.replace(options or AnalyzeOptions(), **overrides)
     with torch_threads(o.threads):
         return _analyze_run(
-            path, o.key_freqs, o.per_checkpoint, o.threshold, o.min_share, o.chunk, o.recompute, progress
+            path,
+            o.key_freqs,
+            o.per_checkpoint,
+            o.threshold,
+            o.min_share,
+            o.chunk,
+            o.recompute,
+            progress,
+            (o.key_rule, o.carry_floor, o.carry_share),
         )
 
 
@@ -187,7 +211,7 @@ def torch_threads(n: int | None):
 
 
 def _analyze_run(
-    path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress
+    path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress, rule
 ) -> RunAnalysis:
     from grokscope.run import Run, load_weights
 
@@ -207,7 +231,7 @@ def _analyze_run(
     if not steps:
         raise GrokscopeError(f"{run.path} has no checkpoints to analyse yet")
     p = task.p
-    key = _resolve_key(run, model, task, key_freqs, threshold, min_share)
+    key = _resolve_key(run, model, task, key_freqs, threshold, min_share, rule)
     adir = run.subdir("analysis")
     meta = {
         "version": ANALYSIS_VERSION,
@@ -217,6 +241,7 @@ def _analyze_run(
         "per_checkpoint": per_checkpoint,
         "threshold": threshold,
         "min_share": min_share,
+        "key_rule": list(rule),
     }
     names = [n.replace(" ", "_") for n in basis_names(p)]
     columns = {
@@ -253,7 +278,7 @@ def _analyze_run(
             out = modular_outputs(model, task)
             logits.append(out.logits)
             freq, frac = neuron_frequencies(out.neurons, p)
-            here = select_key_freqs(freq, frac, threshold, min_share)
+            here = select_key_freqs(freq, frac, threshold, min_share, *rule)
             counts.append((float((frac >= threshold).double().mean()), here))
             w = pm.weight_measures(weights, p, mlp)
             new_rows["fourier_W_E"].append([step, *pm.fourier_norms_W_E(weights["embed.W_E"], p).tolist()])

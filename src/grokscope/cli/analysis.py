@@ -20,6 +20,17 @@ def _analyze(path, options=None, progress: bool = True, figures: bool = True) ->
         f"{time.perf_counter() - t0:.1f} s); key frequencies {result.key.key_freqs or 'none found'}"
     )
     located = ", ".join(f"{n} {a}-{b}" for n, a, b in phases.spans()) or "none located"
+    key = result.key
+    if key.restricted_loss_train is not None:
+        others = "; ".join(
+            f"{r}: {v['key_freqs']} -> {v['restricted_loss_train']:.3g}"
+            for r, v in key.by_rule.items()
+            if r != key.rule and "restricted_loss_train" in v
+        )
+        print(
+            f"restricted train loss with {key.key_freqs} ({key.source}, rule {key.rule}): "
+            f"{key.restricted_loss_train:.3g} (the model's own: {key.model_loss_train:.3g}); {others}"
+        )
     print("phases: " + (located if phases.known else "unknown (one checkpoint and no loss curve)"))
     print(f"phases and final-checkpoint snapshot: {path}/analysis/phases.json, snapshot.safetensors")
     if figures:
