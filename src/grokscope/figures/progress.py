@@ -279,7 +279,13 @@ def embedding_fourier_over_training(fourier_table: dict, names: list[str], key_f
         aspect="auto",
         origin="lower",
         cmap="viridis",
-        extent=(steps[0], steps[-1], -0.5, len(names) - 0.5),
+        # one checkpoint (an imported run): a band half a step wide either side of it
+        extent=(
+            steps[0] - (steps[0] == steps[-1]) * 0.5,
+            steps[-1] + (steps[0] == steps[-1]) * 0.5,
+            -0.5,
+            len(names) - 0.5,
+        ),
         interpolation="nearest",
     )
     ticks = sorted({0, *[2 * k - 1 for k in key_freqs], *[2 * k for k in key_freqs]})

@@ -196,15 +196,17 @@ def _split(form: ImportFormat, choice: str, c: Converted, config: RunConfig, tas
 
 
 def _curve_rows(c: Converted, every: int | None) -> list[dict[str, Any]]:
-    """metrics.jsonl rows from the saved curves: train loss per step (epoch), test loss every k."""
+    """metrics.jsonl rows from the saved curves: train loss per step (epoch) and test loss every k
+    (k from the lengths, or `every`); two curves of one length given `every` are both every k."""
     train, test = c.train_losses or [], c.test_losses or []
     if not train and not test:
         return []
+    train_every = every if every is not None and len(train) == len(test) else 1
     if every is None:
         every = 1 if not train or not test else max(1, round(len(train) / len(test)))
     rows: dict[int, dict[str, Any]] = {}
     for i, v in enumerate(train):
-        rows.setdefault(i, {"step": i})["train_loss"] = v
+        rows.setdefault(i * train_every, {"step": i * train_every})["train_loss"] = v
     for i, v in enumerate(test):
         rows.setdefault(i * every, {"step": i * every})["test_loss"] = v
     return [rows[s] for s in sorted(rows)]

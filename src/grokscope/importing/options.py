@@ -21,6 +21,7 @@ class ImportOptions:
     """A JSON file with the source code's own config (the original Config fields, or a TransformerLens
     HookedTransformerConfig); a plain `config` dict inside the file is read the same way."""
     curve_every: int | None = None
-    """Steps between the saved test-loss points (default: inferred from the two curves' lengths)."""
+    """Steps between the saved test-loss points (default: inferred from the two curves' lengths);
+    when both curves have one length, the steps between the points of both."""
     overwrite: bool = False
     """Replace an existing grokscope run folder at --out."""
