@@ -20,9 +20,10 @@ torch.set_num_threads(1)
 
 
 def main() -> None:
+    from tests.test_fourier import _neurons_of
+
     from grokscope.analysis import analyze_run
     from grokscope.analysis.key_frequencies import key_frequencies
-    from tests.test_fourier import _neurons_of
 
     plan = [(4, 0.95, 100), (7, 0.75, 60), (11, 0.75, 4), (2, 0.2, 36)]
     kf = key_frequencies(_neurons_of(31, plan), 31)
@@ -43,7 +44,9 @@ def main() -> None:
     key = analyze_run(run).key
     print(f"{run} at step {key.step}: model's own train loss {key.model_loss_train:.3g}")
     for rule, v in key.by_rule.items():
-        print(f"  {rule:<10} {str(v['key_freqs']):<24} restricted train loss {v['restricted_loss_train']:.3g}")
+        print(
+            f"  {rule:<10} {str(v['key_freqs']):<24} restricted train loss {v['restricted_loss_train']:.3g}"
+        )
     scan(run)
 
 

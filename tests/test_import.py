@@ -400,3 +400,18 @@ def test_loss_figure_draws_the_dense_curve():
     loss_ax, acc_ax = fig.axes[:2]
     assert [len(line.get_xdata()) for line in loss_ax.get_lines()] == [50, 50]
     assert [len(line.get_xdata()) for line in acc_ax.get_lines()] == [1, 1]  # from the checkpoint
+
+
+def test_a_final_safetensors_in_checkpoints_points_to_import(tmp_path):
+    from grokscope.analysis import analyze_run
+
+    src = _pth(
+        tmp_path / "m.pth", grokscope_model(), epoch=10, train_losses=[1.0, 0.5], test_losses=[2.0, 1.0]
+    )
+    run_dir = import_run(
+        "progress-measures", src, tmp_path / "run", overrides=["task.frac_train=0.5"]
+    ).run.path
+    ckpt = run_dir / "checkpoints" / "step_0000010.safetensors"
+    ckpt.rename(run_dir / "checkpoints" / "final.safetensors")
+    with pytest.raises(GrokscopeError, match="holds final.safetensors.*grokscope import safetensors"):
+        analyze_run(run_dir)

@@ -1,5 +1,5 @@
 """Named registries for the things users pick by name: tasks, positional encodings, figures, report
-sections. A leaf module (it imports nothing of grokscope's but errors), so any layer may register
+sections, import formats. A leaf module (it imports nothing of grokscope's but errors), so any layer may register
 into it without an import cycle, as SAELens keeps its registry.
 
 A registry knows which package holds its built-in entries and imports it on first lookup, so

@@ -358,8 +358,20 @@ class Run:
     def last_step(self) -> int:
         steps = self.readable_steps()
         if not steps:
-            raise GrokscopeError(f"{self.path} has no checkpoints yet")
+            raise GrokscopeError(self.no_checkpoints_message())
         return steps[-1]
+
+    def no_checkpoints_message(self, what: str = "has no checkpoints yet") -> str:
+        """Why there is nothing to read, naming other weight files lying in checkpoints/."""
+        d = self.path / "checkpoints"
+        others = sorted(p.name for p in d.iterdir() if p.is_file()) if d.is_dir() else []
+        if not others:
+            return f"{self.path} {what}"
+        return (
+            f"{self.path} {what}: checkpoints/ holds {', '.join(others[:3])}, but grokscope reads only "
+            "step_NNNNNNN.safetensors; bring other files in with `grokscope import safetensors FILE "
+            "--step N --out DIR` (docs/import.md)"
+        )
 
     def subdir(self, name: str) -> Path:
         """An output folder of the run (`analysis`, `figures`, ...), created on first use."""
@@ -442,7 +454,7 @@ class Run:
         """Weights at `step` (the last checkpoint when None)."""
         steps = self.checkpoint_steps()
         if not steps:
-            raise GrokscopeError(f"{self.path} has no checkpoints yet")
+            raise GrokscopeError(self.no_checkpoints_message())
         if step is None:
             step = steps[-1]
         if step not in steps:

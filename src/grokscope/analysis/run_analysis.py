@@ -229,7 +229,7 @@ def _analyze_run(
     model.eval()
     steps = run.readable_steps()
     if not steps:
-        raise GrokscopeError(f"{run.path} has no checkpoints to analyse yet")
+        raise GrokscopeError(run.no_checkpoints_message("has no checkpoints to analyse yet"))
     p = task.p
     key = _resolve_key(run, model, task, key_freqs, threshold, min_share, rule)
     adir = run.subdir("analysis")
