@@ -6,7 +6,8 @@ TransformerLens's names and shapes are grokscope's (`embed.W_E [d_vocab, d_model
 - biases: TransformerLens always stores b_Q, b_K, b_V, b_O and b_U; all-zero ones are dropped (the
   model is then built without them), nonzero ones switch `model.attn_bias` / `model.unembed_bias` on;
 - LayerNorm: `normalization_type = "LN"` stores ln1/ln2/ln_final `w` and `b`; a folded model
-  (`LNPre`) stores none, and gets w = 1, b = 0.
+  (`LNPre`) stores none, and gets w = 1, b = 0. A state dict without LayerNorm weights and without a
+  config saying `LNPre` is taken as `normalization_type = None`: give the config for folded models.
 The config (act_fn, normalization_type, ...) comes from `--source-config` (HookedTransformerConfig
 fields as JSON), a plain `config` dict in the file, or `--set model.*`; sizes are read off the weights.
 """
