@@ -55,16 +55,18 @@ def test_every_figure_is_registered_with_a_study_and_its_input_files():
 
 
 def test_analyze_without_figures_still_writes_phases_and_the_snapshot(tiny_run, tmp_path, capsys):
-    from grokscope.analysis import detect_phases, load_analysis
+    from grokscope.analysis import load_analysis, run_phases
     from grokscope.analysis.snapshot import read_snapshot
+    from grokscope.run import Run
 
     path = tmp_path / "tiny"
     shutil.copytree(tiny_run, path, ignore=shutil.ignore_patterns("analysis", "figures", "report.html"))
     assert main(["analyze", str(path), "--quiet", "--no-figures"]) == 0
     assert "phases" in capsys.readouterr().out
     phases = json.loads((path / "analysis" / "phases.json").read_text())
-    assert phases == detect_phases(load_analysis(path).progress).to_dict()
-    assert phases["memorization_end"] is not None
+    # the rule on the run's densest curves: metrics.jsonl (every evaluation), not only the checkpoints
+    assert phases == run_phases(Run.open(path).read_metrics(), load_analysis(path).progress).to_dict()
+    assert phases["memorization_end"] is not None and phases["source"] == "metrics"
     snap = read_snapshot(path / "analysis" / "snapshot.safetensors")
     assert snap.step == load_analysis(path).steps[-1] and snap.attn_to_a.shape[1:] == (snap.p, snap.p)
     assert snap.neurons.shape == (snap.p**2, len(snap.neuron_ids))

@@ -104,3 +104,35 @@ def test_key_frequencies_of_hand_built_neurons():
     assert kf.key_freqs == [3, 5]
     # a frequency needs at least min_share of the neurons
     assert select_key_freqs(torch.tensor([3, 3, 5, 7]), torch.ones(4), 0.85, 0.5) == [3]
+
+
+def _neurons_of(p: int, plan: list[tuple[int, float, int]], seed: int = 0) -> torch.Tensor:
+    """[p², d_mlp] neurons: for each (frequency, fraction, count), `count` neurons whose best
+    frequency is `frequency`, explaining about `fraction` of their variance (the rest noise)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.arange(p).repeat_interleave(p).double()
+    b = torch.arange(p).repeat(p).double()
+    cols = []
+    for k, fraction, count in plan:
+        for _ in range(count):
+            phase = float(torch.rand(1, generator=g)) * 2 * math.pi
+            wave = torch.cos(2 * math.pi * k * (a + b) / p + phase)
+            noise = torch.randn(p * p, generator=g, dtype=torch.float64)
+            noise = noise - noise.mean()
+            scale = math.sqrt((1 - fraction) / fraction * wave.var().item() / noise.var().item())
+            cols.append(wave + scale * noise)
+    return torch.stack(cols, dim=1)
+
+
+def test_carried_rule_adds_a_frequency_many_neurons_hold_below_the_cut_and_not_a_few():
+    p = 31
+    # frequency 4: clean (0.95); 7: 60 of 200 neurons at ~0.75 (none passes 0.85); 11: 4 neurons at 0.75
+    plan = [(4, 0.95, 100), (7, 0.75, 60), (11, 0.75, 4), (2, 0.2, 36)]
+    kf = key_frequencies(_neurons_of(p, plan), p)
+    frac = torch.tensor(kf.neuron_frac)
+    assert kf.neuron_freq[100:160] == [7] * 60 and 0.65 < frac[100:160].median() < 0.85
+    assert (frac[100:160] < 0.85).all()
+    assert kf.by_rule["threshold"]["key_freqs"] == [4]  # the earlier rule misses 7
+    assert kf.rule == "carried" and kf.key_freqs == [4, 7]  # 11 (2% of neurons) is not added
+    assert 2 in kf.by_rule["original"]["key_freqs"]  # every best frequency counts there, noise too
+    assert key_frequencies(_neurons_of(p, plan), p, rule="threshold").key_freqs == [4]

@@ -22,6 +22,7 @@ LAYERS = [
         "grokscope.evaluation",
         "grokscope.lengths",
         "grokscope.sweep",
+        "grokscope.importing",
     ],
     ["grokscope.figures", "grokscope.report"],
     ["grokscope.demo"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -284,3 +285,16 @@ def test_per_checkpoint_key_frequencies(analysed_tiny, tmp_path):
     assert pr["restricted_loss_train"][0] != pytest.approx(base["restricted_loss_train"][0], rel=1e-6)
     assert pr["restricted_loss_train"][-1] == pytest.approx(base["restricted_loss_train"][-1], rel=1e-12)
     assert np.array_equal(pr["test_loss"], base["test_loss"])
+
+
+def test_analyze_reports_the_restricted_loss_each_key_rule_gives(analysed_tiny):
+    path, res = analysed_tiny
+    key = res.key
+    saved = json.loads((path / "analysis" / "key_frequencies.json").read_text())
+    assert saved["rule"] == "carried" and set(saved["by_rule"]) == {"carried", "threshold", "original"}
+    # the key set's restricted loss is the progress table's, at the final checkpoint
+    assert key.restricted_loss_train == pytest.approx(res.progress["restricted_loss_train"][-1], rel=1e-9)
+    assert key.by_rule["carried"]["restricted_loss_train"] == key.restricted_loss_train
+    assert set(key.by_rule["threshold"]["key_freqs"]) <= set(key.key_freqs)
+    # the grokked tiny model: its key set carries it (restricted loss within 10x of its own)
+    assert abs(math.log(key.restricted_loss_train / key.model_loss_train)) < math.log(10)

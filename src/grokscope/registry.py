@@ -1,5 +1,5 @@
 """Named registries for the things users pick by name: tasks, positional encodings, figures, report
-sections. A leaf module (it imports nothing of grokscope's but errors), so any layer may register
+sections, import formats. A leaf module (it imports nothing of grokscope's but errors), so any layer may register
 into it without an import cycle, as SAELens keeps its registry.
 
 A registry knows which package holds its built-in entries and imports it on first lookup, so
@@ -76,3 +76,5 @@ POSITIONAL: Registry = Registry("model.pos", builtins=("grokscope.model.position
 FIGURES: Registry = Registry("figure", builtins=("grokscope.figures",))
 #: report section name -> ReportSection (grokscope.report): a builder for run or sweep folders
 REPORT_SECTIONS: Registry = Registry("report section", builtins=("grokscope.report",))
+#: `grokscope import` format -> ImportFormat (grokscope.importing.format): how another code's files read
+IMPORT_FORMATS: Registry = Registry("import format", builtins=("grokscope.importing",))

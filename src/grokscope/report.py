@@ -176,6 +176,8 @@ def section_training(ctx: ReportContext) -> str | None:
         if k in last:
             rows.append((f"final {k.replace('_', ' ')}", fmt(last[k])))
     grok = next((r["step"] for r in ctx.metrics if r.get("test_acc", 0) >= GROK_ACC), None)
+    if grok is None and not any("test_acc" in r for r in ctx.metrics):
+        grok = "unknown (metrics.jsonl records no test accuracy)"
     rows.append((f"step of grokking (first evaluation with test accuracy >= {GROK_ACC:.0%})", fmt(grok)))
     return "<h2>Headline numbers</h2>" + table_html([(k, fmt(v)) for k, v in rows])
 
@@ -186,16 +188,9 @@ def _progress(ctx: ReportContext):
         if not (ctx.path / "analysis" / "analysis_meta.json").is_file():
             ctx.cache["progress"] = None
         else:
-            from grokscope.analysis import detect_phases, load_analysis
-            from grokscope.analysis.phases import Phases
+            from grokscope.analysis import load_analysis, load_phases
 
-            analysis = load_analysis(ctx.path)
-            phases_file = ctx.path / "analysis" / "phases.json"
-            if phases_file.is_file():
-                phases = Phases(**json.loads(phases_file.read_text()))
-            else:  # analysed by an older grokscope
-                phases = detect_phases(analysis.progress)
-            ctx.cache["progress"] = (analysis, phases)
+            ctx.cache["progress"] = (load_analysis(ctx.path), load_phases(ctx.path))
     return ctx.cache["progress"]
 
 
@@ -212,7 +207,30 @@ def section_progress_summary(ctx: ReportContext) -> str | None:
     key, pr = analysis.key, analysis.progress
     rows = [
         ("key frequencies", ", ".join(map(str, key.key_freqs)) or "none found (has the run grokked?)"),
-        ("  found on", f"checkpoint {key.step} ({key.source})"),
+        ("  found on", f"checkpoint {key.step} ({key.source}; rule {key.rule})"),
+        *(
+            [
+                (
+                    "  restricted train loss they give (the model's own)",
+                    f"{fmt(key.restricted_loss_train)} ({fmt(key.model_loss_train)})",
+                )
+            ]
+            if key.restricted_loss_train is not None
+            else []
+        ),
+        *(
+            (
+                f"  rule {r}",
+                f"{', '.join(map(str, v['key_freqs'])) or 'none'}"
+                + (
+                    f" → restricted loss {fmt(v['restricted_loss_train'])}"
+                    if "restricted_loss_train" in v
+                    else ""
+                ),
+            )
+            for r, v in key.by_rule.items()
+            if r != key.rule
+        ),
         (
             "neurons explained by one frequency",
             f"{key.frac_neurons_explained:.0%} (fraction of variance >= {key.threshold:g})",
@@ -252,12 +270,20 @@ def section_phases(ctx: ReportContext) -> str | None:
     spans = phases.spans()
     for name, start, end in spans:
         items.append(f"<li><b>{esc(name)}</b>: steps {start} – {end}</li>")
-    if not spans:
+    if not phases.known:
+        items.append(
+            "<li>Unknown: the run has one checkpoint and no loss curve (metrics.jsonl), so there is "
+            "nothing to locate the phases on. Import its loss curves with it, or more checkpoints.</li>"
+        )
+    elif not spans:
         items.append("<li>Train accuracy never reached 99%: still memorizing.</li>")
     elif phases.cleanup_start is None:
         items.append(
             "<li>Test loss has not fallen tenfold from its peak: no grokking yet, so no cleanup.</li>"
         )
+    where = {"metrics": "the evaluations in metrics.jsonl", "checkpoints": "the checkpoints' progress table"}
+    if phases.known:
+        items.append(f"<li>Located on {where.get(phases.source, phases.source)}.</li>")
     rule = esc("\n\n".join((phase_rule.__doc__ or "").split("\n\n")[1:4]).replace("**", ""))
     return (
         "<h2>Phases</h2><p>Training goes through three phases. <b>Memorization</b>: the network fits the "

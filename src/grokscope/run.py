@@ -25,7 +25,7 @@ import platform
 import re
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -59,18 +59,23 @@ class RunNote(UserWarning):
 
 
 def resolve_model_config(model: ModelConfig, task: Task) -> ModelConfig:
-    """Fill vocabulary and context sizes left at 0 from the task; check explicit ones fit it."""
+    """Fill vocabulary and context sizes left at 0 from the task; check explicit ones fit it.
+
+    An explicit vocabulary may be smaller than the task's full one when it still covers every token
+    the task reads (`task.d_vocab_read`) and every class it scores (`task.d_vocab_emitted`): e.g. a
+    five-digit-addition model with exactly 12 input tokens and 10 output classes loads as it is."""
     resolved = dataclasses.replace(
         model,
         d_vocab=model.d_vocab or task.d_vocab,
         d_vocab_out=model.d_vocab_out or task.d_vocab_out,
         n_ctx=model.n_ctx or task.n_ctx,
     )
-    for name in ("d_vocab", "d_vocab_out", "n_ctx"):
-        if getattr(resolved, name) < getattr(task, name):
+    needs = {"d_vocab": task.d_vocab_read, "d_vocab_out": task.d_vocab_emitted, "n_ctx": task.n_ctx}
+    for name, need in needs.items():
+        if getattr(resolved, name) < need:
             raise GrokscopeError(
                 f"bad config: model.{name} = {getattr(resolved, name)} is smaller than the task needs "
-                f"({getattr(task, name)}); leave it at 0 to take it from the task"
+                f"({need}); leave it at 0 to take it from the task"
             )
     return resolved
 
@@ -93,16 +98,31 @@ def load_weights(model: Transformer, weights: dict[str, torch.Tensor], source: s
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
         raise GrokscopeError(
-            f"{source} does not match the run's model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"{source} does not match the run's model (missing {_names_list(missing)}, unexpected "
+            f"{_names_list(unexpected)}); a model trained elsewhere comes in with `grokscope import`, "
+            "which maps other layouts' names (docs/import.md)"
         )
     for name, tensor in weights.items():
         if tensor.shape != expected[name].shape:
+            hint = (
+                "; it is the transpose of what the model expects: `grokscope import` recognises that"
+                if tensor.ndim == 2 and tuple(tensor.shape[::-1]) == tuple(expected[name].shape)
+                else ""
+            )
             raise GrokscopeError(
-                f"{source}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[name].shape)}"
+                f"{source}: {name} has shape {tuple(tensor.shape)}, the model expects "
+                f"{tuple(expected[name].shape)}{hint}"
             )
     with torch.no_grad():
         for name, p in expected.items():
             p.copy_(weights[name])
+
+
+def _names_list(names: list[str], limit: int = 8) -> str:
+    """`[a, b, c]`, or the first `limit` names and how many more, so no name is silently cut off."""
+    if len(names) <= limit:
+        return str(names)
+    return f"{names[:limit]} and {len(names) - limit} more"
 
 
 def library_versions() -> dict[str, str]:
@@ -132,11 +152,21 @@ class Run:
 
     @classmethod
     def create(
-        cls, path: str | Path, config: RunConfig, split: dict[str, np.ndarray], overwrite: bool = False
+        cls,
+        path: str | Path,
+        config: RunConfig,
+        split: dict[str, np.ndarray],
+        overwrite: bool = False,
+        imported: dict[str, str] | None = None,
+        fill: Callable[[Run], None] | None = None,
     ) -> Run:
         """A new run folder at `path` holding `config` and `split`, written aside and then moved
         into place, so a failure leaves nothing half-made; with `overwrite` an existing grokscope
-        run there is replaced in the same swap (anything else is never deleted)."""
+        run there is replaced in the same swap (anything else is never deleted).
+
+        `imported` ({"format": ..., "source": ...}) marks a folder whose weights were made elsewhere
+        (`[meta] imported`; `resume` refuses it); `fill(run)` writes more into the staged folder
+        (checkpoints, metrics) before it is moved into place."""
         target = Path(path)
         parent = target.parent
         if target.exists() and not target.is_dir():
@@ -172,12 +202,16 @@ class Run:
             (staging / "state").mkdir()
             data = config.to_dict()
             data["meta"] = {"format_version": grokscope.RUN_FORMAT_VERSION, "versions": library_versions()}
+            if imported is not None:
+                data["meta"]["imported"] = dict(imported)
             atomic_write_text(staging / "config.toml", dumps_toml(data))
             cls(staging).write_split(split)
+            if fill is not None:
+                fill(cls(staging))
         except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)
             raise GrokscopeError(f"cannot write the run folder next to {target}: {e.strerror}") from None
-        except GrokscopeError:
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         if existing:
@@ -239,6 +273,12 @@ class Run:
             raise GrokscopeError(f"{run.path} is not a grokscope run folder (no config.toml)")
         meta = run.meta()
         version = meta.get("format_version")
+        if version is None:
+            raise GrokscopeError(
+                f"{run.path}/config.toml has no [meta] table, so grokscope did not write this folder; "
+                "bring weights trained elsewhere in with `grokscope import FORMAT SRC --out DIR` "
+                "(docs/import.md)"
+            )
         if version != grokscope.RUN_FORMAT_VERSION:
             raise GrokscopeError(
                 f"{run.path} was written by a grokscope with run-folder format {version!r}; this "
@@ -255,6 +295,13 @@ class Run:
         if not isinstance(meta, dict):
             raise GrokscopeError(f"{self.path}/config.toml has a [meta] that is not a table; it is damaged")
         return meta
+
+    @property
+    def imported(self) -> dict[str, str] | None:
+        """`{"format": ..., "source": ...}` when the folder's weights were imported (trained
+        elsewhere, by `grokscope import`), else None."""
+        value = self.meta().get("imported")
+        return value if isinstance(value, dict) else None
 
     @cached_property
     def config(self) -> RunConfig:
@@ -281,7 +328,7 @@ class Run:
                 f"{self.split_path} is not a split of this run's task: {e}. Restore it from a copy of "
                 "the run folder (nothing was changed)"
             ) from None
-        if changed:
+        if changed and self.imported is None:  # an imported folder's split is the source's, by design
             warnings.warn(
                 f"{self.split_path} differs from the split this config draws today (a run from another "
                 "version or made elsewhere); using the saved split",
@@ -311,8 +358,20 @@ class Run:
     def last_step(self) -> int:
         steps = self.readable_steps()
         if not steps:
-            raise GrokscopeError(f"{self.path} has no checkpoints yet")
+            raise GrokscopeError(self.no_checkpoints_message())
         return steps[-1]
+
+    def no_checkpoints_message(self, what: str = "has no checkpoints yet") -> str:
+        """Why there is nothing to read, naming other weight files lying in checkpoints/."""
+        d = self.path / "checkpoints"
+        others = sorted(p.name for p in d.iterdir() if p.is_file()) if d.is_dir() else []
+        if not others:
+            return f"{self.path} {what}"
+        return (
+            f"{self.path} {what}: checkpoints/ holds {', '.join(others[:3])}, but grokscope reads only "
+            "step_NNNNNNN.safetensors; bring other files in with `grokscope import safetensors FILE "
+            "--step N --out DIR` (docs/import.md)"
+        )
 
     def subdir(self, name: str) -> Path:
         """An output folder of the run (`analysis`, `figures`, ...), created on first use."""
@@ -395,7 +454,7 @@ class Run:
         """Weights at `step` (the last checkpoint when None)."""
         steps = self.checkpoint_steps()
         if not steps:
-            raise GrokscopeError(f"{self.path} has no checkpoints yet")
+            raise GrokscopeError(self.no_checkpoints_message())
         if step is None:
             step = steps[-1]
         if step not in steps:

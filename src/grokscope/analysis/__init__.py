@@ -15,11 +15,13 @@ _EXPORTS = {
     "model_key_frequencies": "key_frequencies",
     "Phases": "phases",
     "detect_phases": "phases",
+    "run_phases": "phases",
     "AnalyzeOptions": "options",
     "RunAnalysis": "run_analysis",
     "applies_to": "run_analysis",
     "analyze_run": "run_analysis",
     "load_analysis": "run_analysis",
+    "load_phases": "run_analysis",
 }
 
 

@@ -2,8 +2,17 @@
 
 For each neuron: center its activation over the p² inputs, and measure what fraction of its variance
 lies in the 2D Fourier block {const, cos k, sin k}² (rows: a, columns: b). Its frequency is the k with
-the largest fraction; it *counts* if that fraction is >= `threshold` (0.85). A key frequency is one
-that at least `min_share` (2%) of the neurons, and at least one, count for.
+the largest fraction; it *counts* if that fraction is >= `threshold` (0.85).
+
+Rules (`rule`; docs/key_frequencies.md compares them on models where they differ):
+- `threshold` (grokscope's earlier rule): a key frequency is one that at least `min_share` (2%) of the
+  neurons, and at least one, count for.
+- `carried` (the default): the `threshold` rule's frequencies, plus any frequency that is the best
+  frequency of at least `carry_share` (5%) of the neurons with a fraction >= `carry_floor` (0.5).
+  Many neurons explained at 0.75 by one frequency carry it, even if none reaches 0.85; a frequency
+  that a handful of neurons hold is not added (it barely moves the restricted loss).
+- `original` (the original code's): every neuron's best frequency counts, whatever its fraction.
+`key_frequencies` also records each rule's set, and `analyze` the restricted loss each gives.
 
 Vectorized over neurons, frequencies and any leading axes (checkpoints): one real FFT per neuron,
 no Python loop.
@@ -12,12 +21,13 @@ no Python loop.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from grokscope.analysis.fourier import group_energy_2d, n_freqs
-from grokscope.analysis.options import MIN_SHARE, THRESHOLD
+from grokscope.analysis.options import CARRY_FLOOR, CARRY_SHARE, KEY_RULES, MIN_SHARE, THRESHOLD
+from grokscope.errors import GrokscopeError
 
 
 def neuron_freq_fractions(
@@ -78,13 +88,27 @@ def select_key_freqs(
     frac: torch.Tensor,  # [d_mlp] the fraction of its variance that frequency explains
     threshold: float = THRESHOLD,
     min_share: float = MIN_SHARE,
+    rule: str = "carried",
+    carry_floor: float = CARRY_FLOOR,
+    carry_share: float = CARRY_SHARE,
 ) -> list[int]:
-    """Frequencies that >= max(1, min_share * N) neurons count for (fraction >= threshold)."""
-    counted = freq[frac >= threshold]
-    if counted.numel() == 0:
-        return []
-    ks, counts = torch.unique(counted, return_counts=True)
+    """The key frequencies under `rule` (see the module's doc)."""
+    if rule not in KEY_RULES:
+        raise GrokscopeError(f"key_rule must be one of {', '.join(KEY_RULES)}; got {rule!r}")
     need = max(1.0, min_share * freq.numel())
+    if rule == "original":
+        return _held(freq, need)
+    keys = set(_held(freq[frac >= threshold], need))
+    if rule == "carried":
+        keys |= set(_held(freq[frac >= carry_floor], max(need, carry_share * freq.numel())))
+    return sorted(keys)
+
+
+def _held(freq: torch.Tensor, need: float) -> list[int]:
+    """Frequencies that at least `need` of the entries of `freq` are."""
+    if freq.numel() == 0:
+        return []
+    ks, counts = torch.unique(freq, return_counts=True)
     return [int(k) for k, c in zip(ks, counts, strict=True) if c >= need]
 
 
@@ -99,6 +123,16 @@ class KeyFrequencies:
     neuron_freq: list[int]
     neuron_frac: list[float]
     source: str = "detected"  # or "user"
+    rule: str = (
+        "threshold"  # the rule that chose key_freqs (files written before rules were named: threshold)
+    )
+    carry_floor: float = CARRY_FLOOR
+    carry_share: float = CARRY_SHARE
+    by_rule: dict = field(
+        default_factory=dict
+    )  # rule -> its key set (and, from analyze, its restricted loss)
+    restricted_loss_train: float | None = None  # with key_freqs, at this checkpoint (from analyze)
+    model_loss_train: float | None = None  # the model's own train loss there, on the same p classes
 
     @property
     def frac_neurons_explained(self) -> float:
@@ -114,20 +148,36 @@ def key_frequencies(
     threshold: float = THRESHOLD,
     min_share: float = MIN_SHARE,
     step: int | None = None,
+    rule: str = "carried",
+    carry_floor: float = CARRY_FLOOR,
+    carry_share: float = CARRY_SHARE,
 ) -> KeyFrequencies:
-    """Apply the rule to one checkpoint's neuron activations over the p x p grid."""
+    """Apply the rule to one checkpoint's neuron activations over the p x p grid (every rule's set
+    is kept in `by_rule`, for comparison)."""
     freq, frac = neuron_frequencies(neurons, p)
+    by_rule = {
+        r: {"key_freqs": select_key_freqs(freq, frac, threshold, min_share, r, carry_floor, carry_share)}
+        for r in KEY_RULES
+    }
+    if rule not in by_rule:
+        raise GrokscopeError(f"key_rule must be one of {', '.join(KEY_RULES)}; got {rule!r}")
     return KeyFrequencies(
         step=step,
-        key_freqs=select_key_freqs(freq, frac, threshold, min_share),
+        key_freqs=list(by_rule[rule]["key_freqs"]),
         threshold=threshold,
         min_share=min_share,
         neuron_freq=freq.tolist(),
         neuron_frac=[round(float(f), 6) for f in frac],
+        rule=rule,
+        carry_floor=carry_floor,
+        carry_share=carry_share,
+        by_rule=by_rule,
     )
 
 
-def model_key_frequencies(model, task, threshold: float = THRESHOLD, min_share: float = MIN_SHARE):
+def model_key_frequencies(
+    model, task, threshold: float = THRESHOLD, min_share: float = MIN_SHARE, rule: str = "carried"
+):
     """The rule applied to a model in memory (its last MLP's neurons at the final position)."""
     from grokscope.analysis.modular_view import check_task, modular_outputs
 
@@ -137,4 +187,4 @@ def model_key_frequencies(model, task, threshold: float = THRESHOLD, min_share: 
         from grokscope.errors import GrokscopeError
 
         raise GrokscopeError("key frequencies come from MLP neurons; this model has no MLP")
-    return key_frequencies(neurons, task.p, threshold, min_share)
+    return key_frequencies(neurons, task.p, threshold, min_share, rule=rule)

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 THRESHOLD = 0.85
 #: a frequency is key when it holds at least this share of the neurons
 MIN_SHARE = 0.02
+#: the `carried` rule also counts neurons whose best frequency explains at least this fraction...
+CARRY_FLOOR = 0.5
+#: ...when at least this share of all the neurons have that best frequency so
+CARRY_SHARE = 0.05
+#: how key frequencies are chosen (analysis/key_frequencies.py; docs/key_frequencies.md)
+KEY_RULES = ("carried", "threshold", "original")
 
 
 @dataclass
@@ -23,6 +29,14 @@ class AnalyzeOptions:
     """Fraction of a neuron's variance its best frequency must explain for the neuron to count."""
     min_share: float = MIN_SHARE
     """Share of the neurons a frequency must hold to be a key frequency."""
+    key_rule: str = "carried"
+    """`carried` (threshold rule, plus frequencies carried by many neurons explained below the
+    threshold), `threshold` (grokscope's earlier rule) or `original` (the original code's: every
+    neuron's best frequency counts)."""
+    carry_floor: float = CARRY_FLOOR
+    """`carried`: the fraction explained above which a neuron still carries its best frequency."""
+    carry_share: float = CARRY_SHARE
+    """`carried`: the share of the neurons that must carry a frequency below the threshold."""
     chunk: int = 1
     """Checkpoints computed as one batch (1 measured fastest on a 2-core CPU; larger suits a GPU)."""
     recompute: bool = False

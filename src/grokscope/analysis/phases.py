@@ -13,10 +13,19 @@ The rule, on the per-checkpoint train accuracy and test loss (log10 scale):
 Cleanup (and hence the end of circuit formation) is only located when test loss falls by at least a
 factor of 10 from its peak; otherwise the run has not grokked and those boundaries are None.
 `grok_step` is the first checkpoint with test accuracy >= 99%, a headline number.
+
+The curves the rule reads (`run_phases`): the dense ones in metrics.jsonl when it has at least two
+rows with both losses (native runs evaluate more often than they checkpoint; an imported run may
+have one checkpoint and its whole loss curve), else the per-checkpoint progress table. Where a curve
+has losses but no accuracies (the original code logged losses only), accuracy is bounded from the
+loss: a wrong answer costs at least ln 2, so accuracy >= 1 - loss / ln 2, and the 99% marks are
+read from that bound (never earlier than the truth). With neither curve (one checkpoint, no
+metrics) the phases are unknown (`source = "none"`), not "not grokked".
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -37,10 +46,17 @@ class Phases:
     cleanup_end: int | None
     grok_step: int | None
     last_step: int
+    source: str = "checkpoints"  # the curves read: "metrics" (metrics.jsonl), "checkpoints", "none"
+
+    @property
+    def known(self) -> bool:
+        return self.source != "none"
 
     def spans(self) -> list[tuple[str, int, int]]:
         """(name, start, end) for each phase that was located, for shading plots."""
         out = []
+        if not self.known:
+            return out
         if self.memorization_end is not None:
             out.append(("memorization", 0, self.memorization_end))
             if self.cleanup_start is not None:
@@ -81,3 +97,41 @@ def detect_phases(progress: dict[str, np.ndarray]) -> Phases:
     start = _first(steps, later & (log_test <= log_test[peak_i] - START_FRAC * drop))
     end = _first(steps, later & (log_test <= log_test[peak_i] - END_FRAC * drop))
     return Phases(mem_end, start, end, grok, last)
+
+
+def accuracy_bound(loss: np.ndarray) -> np.ndarray:
+    """The least accuracy a mean cross-entropy `loss` allows: each wrong answer costs >= ln 2."""
+    return np.clip(1 - np.asarray(loss, dtype=np.float64) / np.log(2), 0.0, 1.0)
+
+
+def metrics_curve(rows: list[dict]) -> dict[str, np.ndarray] | None:
+    """Columns step, train_loss, test_loss, train_acc, test_acc from metrics.jsonl rows that hold
+    both losses (accuracies missing from a row: `accuracy_bound`); None with fewer than two rows."""
+    rows = [r for r in rows if _number(r.get("train_loss")) and _number(r.get("test_loss"))]
+    if len(rows) < 2:
+        return None
+    rows = sorted(rows, key=lambda r: r["step"])
+    out = {"step": np.array([r["step"] for r in rows], dtype=np.int64)}
+    for split in ("train", "test"):
+        loss = np.array([r[f"{split}_loss"] for r in rows], dtype=np.float64)
+        bound = accuracy_bound(loss)
+        acc = [r.get(f"{split}_acc") for r in rows]
+        out[f"{split}_loss"] = loss
+        out[f"{split}_acc"] = np.array([a if _number(a) else b for a, b in zip(acc, bound, strict=True)])
+    return out
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def run_phases(metrics: list[dict], progress: dict[str, np.ndarray] | None) -> Phases:
+    """The phases from the densest curves a run has (see the module's doc): metrics.jsonl, else the
+    progress table (one row per checkpoint), else unknown."""
+    curve = metrics_curve(metrics)
+    if curve is not None:
+        return dataclasses.replace(detect_phases(curve), source="metrics")
+    if progress is not None and len(progress["step"]) >= 2:
+        return detect_phases(progress)
+    last = int(progress["step"][-1]) if progress is not None and len(progress["step"]) else 0
+    return Phases(None, None, None, None, last, source="none")

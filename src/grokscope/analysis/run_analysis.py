@@ -8,7 +8,7 @@ analysis/excluded_loss_by_freq.csv train loss with each key frequency removed al
 analysis/fourier_W_E.csv           Fourier-component norms of W_E (const, cos_1, sin_1, ...)
 analysis/fourier_W_L.csv           Fourier-component norms of W_L = W_out W_U along the answer axis
 analysis/key_frequencies.json      key frequencies + each neuron's frequency and fraction explained
-analysis/phases.json               memorization / circuit formation / cleanup boundaries (`detect_phases`)
+analysis/phases.json               memorization / circuit formation / cleanup boundaries (`run_phases`)
 analysis/snapshot.safetensors      the final checkpoint's attention, example neurons and logit Fourier norms
 analysis/analysis_meta.json        what the tables were computed with (the cache key)
 ```
@@ -40,7 +40,7 @@ from grokscope.analysis.key_frequencies import (
 )
 from grokscope.analysis.modular_view import check_task, last_mlp_name, modular_outputs
 from grokscope.analysis.options import AnalyzeOptions
-from grokscope.analysis.phases import detect_phases
+from grokscope.analysis.phases import run_phases
 from grokscope.analysis.snapshot import SNAPSHOT_FILE, read_snapshot, snapshot, snapshot_bytes
 from grokscope.analysis.tables import read_table, write_table
 from grokscope.errors import GrokscopeError
@@ -85,6 +85,18 @@ class RunAnalysis:
         return self.progress["step"]
 
 
+def load_phases(path: str | Path):
+    """The `Phases` that `analyze_run` wrote to analysis/phases.json (computed again from the
+    curves if the file is missing, as after an older grokscope)."""
+    from grokscope.analysis.phases import Phases
+    from grokscope.run import Run
+
+    f = Path(path) / "analysis" / "phases.json"
+    if f.is_file():
+        return Phases(**json.loads(f.read_text()))
+    return run_phases(Run(path).read_metrics(), load_analysis(path).progress)
+
+
 def _files(adir: Path) -> dict[str, Path]:
     return {name: adir / f"{name}.csv" for name in TABLES}
 
@@ -112,16 +124,22 @@ def load_analysis(path: str | Path) -> RunAnalysis:
     )
 
 
-def _resolve_key(run, model, task, key_freqs, threshold, min_share) -> KeyFrequencies:
-    """Detected on the final checkpoint (stored with per-neuron data), or the user's list."""
+def _resolve_key(
+    run, model, task, key_freqs, threshold, min_share, rule=("carried", 0.5, 0.05)
+) -> KeyFrequencies:
+    """Detected on the final checkpoint (stored with per-neuron data), or the user's list; with the
+    restricted train loss each rule's key set gives there, beside the model's own loss."""
+    from grokscope.analysis.modular_view import SIGNS
     from grokscope.run import load_weights
 
     last = run.last_step()
     load_weights(model, run.load_checkpoint(last), f"checkpoint step {last} of {run.path}")
-    neurons = modular_outputs(model, task).neurons
-    if neurons is None:
+    out = modular_outputs(model, task)
+    if out.neurons is None:
         raise GrokscopeError("the progress measures need an MLP (key frequencies come from its neurons)")
-    key = key_frequencies(neurons, task.p, threshold, min_share, step=last)
+    name, floor, share = rule
+    key = key_frequencies(out.neurons, task.p, threshold, min_share, step=last, rule=name,
+                          carry_floor=floor, carry_share=share)  # fmt: skip
     if key_freqs is not None:
         K = n_freqs(task.p)
         bad = [k for k in key_freqs if not 1 <= k <= K]
@@ -131,6 +149,16 @@ def _resolve_key(run, model, task, key_freqs, threshold, min_share) -> KeyFreque
             )
         key.key_freqs = sorted(key_freqs)
         key.source = "user"
+    sign = SIGNS[task.config.op]
+    labels, idx = task.labels, task.train_idx
+
+    def restricted(freqs: list[int]) -> float:
+        return float(pm.restricted_loss_from_logits(out.logits, labels, idx, task.p, freqs, sign))
+
+    for entry in key.by_rule.values():
+        entry["restricted_loss_train"] = restricted(entry["key_freqs"])
+    key.restricted_loss_train = restricted(key.key_freqs)
+    key.model_loss_train = float(pm.cross_entropy(out.logits[idx], labels[idx]))
     return key
 
 
@@ -156,7 +184,15 @@ def analyze_run(
     o = dataclasses.replace(options or AnalyzeOptions(), **overrides)
     with torch_threads(o.threads):
         return _analyze_run(
-            path, o.key_freqs, o.per_checkpoint, o.threshold, o.min_share, o.chunk, o.recompute, progress
+            path,
+            o.key_freqs,
+            o.per_checkpoint,
+            o.threshold,
+            o.min_share,
+            o.chunk,
+            o.recompute,
+            progress,
+            (o.key_rule, o.carry_floor, o.carry_share),
         )
 
 
@@ -175,7 +211,7 @@ def torch_threads(n: int | None):
 
 
 def _analyze_run(
-    path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress
+    path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress, rule
 ) -> RunAnalysis:
     from grokscope.run import Run, load_weights
 
@@ -193,9 +229,9 @@ def _analyze_run(
     model.eval()
     steps = run.readable_steps()
     if not steps:
-        raise GrokscopeError(f"{run.path} has no checkpoints to analyse yet")
+        raise GrokscopeError(run.no_checkpoints_message("has no checkpoints to analyse yet"))
     p = task.p
-    key = _resolve_key(run, model, task, key_freqs, threshold, min_share)
+    key = _resolve_key(run, model, task, key_freqs, threshold, min_share, rule)
     adir = run.subdir("analysis")
     meta = {
         "version": ANALYSIS_VERSION,
@@ -205,6 +241,7 @@ def _analyze_run(
         "per_checkpoint": per_checkpoint,
         "threshold": threshold,
         "min_share": min_share,
+        "key_rule": list(rule),
     }
     names = [n.replace(" ", "_") for n in basis_names(p)]
     columns = {
@@ -241,7 +278,7 @@ def _analyze_run(
             out = modular_outputs(model, task)
             logits.append(out.logits)
             freq, frac = neuron_frequencies(out.neurons, p)
-            here = select_key_freqs(freq, frac, threshold, min_share)
+            here = select_key_freqs(freq, frac, threshold, min_share, *rule)
             counts.append((float((frac >= threshold).double().mean()), here))
             w = pm.weight_measures(weights, p, mlp)
             new_rows["fourier_W_E"].append([step, *pm.fourier_norms_W_E(weights["embed.W_E"], p).tolist()])
@@ -282,7 +319,8 @@ def _analyze_run(
     write_if_changed(adir / "key_frequencies.json", json.dumps(key.to_dict(), indent=1))
     write_if_changed(meta_path, json.dumps(meta, indent=1))
     result = load_analysis(run.path)
-    write_if_changed(adir / "phases.json", json.dumps(detect_phases(result.progress).to_dict(), indent=1))
+    phases = run_phases(run.read_metrics(), result.progress)  # the dense curves when there are some
+    write_if_changed(adir / "phases.json", json.dumps(phases.to_dict(), indent=1))
     _write_snapshot(run, model, task, key, adir / SNAPSHOT_FILE, fresh=bool(todo))
     result.meta["computed_steps"] = todo
     return result

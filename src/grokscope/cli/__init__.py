@@ -1,6 +1,6 @@
 """`grokscope <verb>`: a thin shell over the Python API. User errors print one line, no traceback.
 
-One module per family of verbs (train, analysis, evaluation, interp, lengths, sweep); each handler
+One module per family of verbs (train, analysis, evaluation, interp, lengths, sweep, imports); each handler
 parses, calls one library function with an options dataclass, saves and prints a summary. The
 library never imports this package."""
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _verb_families() -> list[Callable]:
     """One module per family of verbs; each `register(sub)` adds its parsers."""
-    from grokscope.cli import analysis, evaluation, interp, lengths, sweep, train
+    from grokscope.cli import analysis, evaluation, imports, interp, lengths, sweep, train
 
     return [
         train.register,
@@ -36,6 +36,7 @@ def _verb_families() -> list[Callable]:
         interp.register,
         evaluation.register,
         lengths.register,
+        imports.register,
     ]
 
 

@@ -9,17 +9,29 @@ from grokscope.cli.options import add_options, options_from_args
 
 
 def _analyze(path, options=None, progress: bool = True, figures: bool = True) -> None:
-    from grokscope.analysis import analyze_run, detect_phases
+    from grokscope.analysis import analyze_run, load_phases
 
     t0 = time.perf_counter()
     result = analyze_run(path, options, progress=progress)
     n_new = len(result.meta.get("computed_steps", []))
-    phases = detect_phases(result.progress)
+    phases = load_phases(path)
     print(
         f"{path}/analysis/progress.csv: {len(result.steps)} checkpoints ({n_new} computed now, "
         f"{time.perf_counter() - t0:.1f} s); key frequencies {result.key.key_freqs or 'none found'}"
     )
-    print("phases: " + (", ".join(f"{n} {a}-{b}" for n, a, b in phases.spans()) or "none located"))
+    located = ", ".join(f"{n} {a}-{b}" for n, a, b in phases.spans()) or "none located"
+    key = result.key
+    if key.restricted_loss_train is not None:
+        others = "; ".join(
+            f"{r}: {v['key_freqs']} -> {v['restricted_loss_train']:.3g}"
+            for r, v in key.by_rule.items()
+            if r != key.rule and "restricted_loss_train" in v
+        )
+        print(
+            f"restricted train loss with {key.key_freqs} ({key.source}, rule {key.rule}): "
+            f"{key.restricted_loss_train:.3g} (the model's own: {key.model_loss_train:.3g}); {others}"
+        )
+    print("phases: " + (located if phases.known else "unknown (one checkpoint and no loss curve)"))
     print(f"phases and final-checkpoint snapshot: {path}/analysis/phases.json, snapshot.safetensors")
     if figures:
         from grokscope.figures import write_figures

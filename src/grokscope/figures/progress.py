@@ -53,22 +53,51 @@ def _loss_axes(ax, progress, phases, train_label="train loss", test_label="test 
     shade_phases(ax, phases)
 
 
-def loss_and_accuracy(progress: dict[str, np.ndarray], phases=None):  # columns [checkpoints]
-    """Train/test loss (log scale) and accuracy over training, phases shaded."""
+def loss_and_accuracy(
+    progress: dict[str, np.ndarray],  # columns [checkpoints]
+    phases=None,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,  # name -> (steps, values)
+):
+    """Train/test loss (log scale) and accuracy over training, phases shaded. `curves` (from
+    metrics.jsonl: `train_loss`, `test_loss`, `train_acc`, `test_acc`, each optional) replace the
+    per-checkpoint columns where given; accuracies missing from them come from the checkpoints."""
+    curves = curves or {}
+
+    def series(name):
+        return curves.get(name) or (progress["step"], progress[name])
+
     fig, axes = new_figure(1, 2, size=(10, 3.8))
     ax = axes[0, 0]
-    _loss_axes(ax, progress, phases)
+    for i, split in enumerate(("train", "test")):
+        x, y = series(f"{split}_loss")
+        ax.plot(x, y, color=f"C{i}", label=f"{split} loss", lw=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    shade_phases(ax, phases)
     ax.set_ylabel("cross-entropy loss")
     ax.legend(loc="lower left", fontsize=8)
     ax = axes[0, 1]
-    ax.plot(progress["step"], progress["train_acc"], color="C0", label="train accuracy")
-    ax.plot(progress["step"], progress["test_acc"], color="C1", label="test accuracy")
+    for i, split in enumerate(("train", "test")):
+        x, y = series(f"{split}_acc")
+        style = {} if f"{split}_acc" in curves or len(x) > 1 else {"marker": "o"}
+        ax.plot(x, y, color=f"C{i}", label=f"{split} accuracy", **style)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_ylabel("accuracy")
     shade_phases(ax, phases)
     ax.legend(loc="center right", fontsize=8)
     return fig
+
+
+def metrics_curves(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(steps, values) of each of train/test loss/accuracy that metrics.jsonl holds at >= 2 steps."""
+    out = {}
+    for name in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        pts = [(r["step"], r[name]) for r in rows if isinstance(r.get(name), (int, float))]
+        if len(pts) >= 2:
+            steps, values = zip(*sorted(pts), strict=True)
+            out[name] = (np.asarray(steps), np.asarray(values, dtype=np.float64))
+    return out
 
 
 def fourier_norms(
@@ -250,7 +279,13 @@ def embedding_fourier_over_training(fourier_table: dict, names: list[str], key_f
         aspect="auto",
         origin="lower",
         cmap="viridis",
-        extent=(steps[0], steps[-1], -0.5, len(names) - 0.5),
+        # one checkpoint (an imported run): a band half a step wide either side of it
+        extent=(
+            steps[0] - (steps[0] == steps[-1]) * 0.5,
+            steps[-1] + (steps[0] == steps[-1]) * 0.5,
+            -0.5,
+            len(names) - 0.5,
+        ),
         interpolation="nearest",
     )
     ticks = sorted({0, *[2 * k - 1 for k in key_freqs], *[2 * k for k in key_freqs]})
@@ -311,7 +346,10 @@ def _final_norms(folder: Path, table: str) -> list[float]:
 
 
 def _loss_accuracy(folder, _key):
-    return loss_and_accuracy(analysis_of(folder).progress, phases_of(folder))
+    from grokscope.run import Run
+
+    curves = metrics_curves(Run(folder).read_metrics())  # the dense curves, when the run has them
+    return loss_and_accuracy(analysis_of(folder).progress, phases_of(folder), curves)
 
 
 def _progress_measures(folder, _key):

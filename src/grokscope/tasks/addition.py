@@ -183,6 +183,17 @@ class AdditionTask(Task):
         self._evals: dict[str, Batch] | None = None
         self._train_full: Batch | None = None
 
+    @property
+    def d_vocab_read(self) -> int:
+        """The fixed format without hints reads digits, '+' and '=' only (12 tokens: the original
+        progress-measures layout); the others also read EOS, PAD or hint tokens."""
+        return EQUALS + 1 if self.fixed and not self.index_hints else self.d_vocab
+
+    @property
+    def d_vocab_emitted(self) -> int:
+        """The fixed format without hints predicts answer digits only (10 classes)."""
+        return 10 if self.fixed and not self.index_hints else self.d_vocab_out
+
     # ------------------------------------------------------------------ sampling
     def draw(self, g: torch.Generator, n: int) -> Operands:
         """`n` examples from the training distribution (lengths, digits, carry-heavy rewriting)."""

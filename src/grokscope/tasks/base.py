@@ -73,6 +73,18 @@ class Task(ABC):
     def token_names(self) -> list[str]:
         return [str(i) for i in range(self.d_vocab)]
 
+    @property
+    def d_vocab_read(self) -> int:
+        """How many input tokens (ids 0..n-1) the task's sequences can hold: the smallest model
+        vocabulary that reads them all (a model trained elsewhere may have exactly this many)."""
+        return self.d_vocab
+
+    @property
+    def d_vocab_emitted(self) -> int:
+        """How many output classes (ids 0..n-1) the task's targets can take: the smallest unembedding
+        that scores them all."""
+        return self.d_vocab_out
+
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """A generator whose state depends only on (seed, step), so that resume needs no RNG state."""

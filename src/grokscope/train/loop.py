@@ -62,6 +62,14 @@ def resume(
 
 
 def _resume(run: Run, steps: int | None, progress: bool, accept_config_change: bool) -> TrainResult:
+    imported = run.imported
+    if imported is not None:
+        raise GrokscopeError(
+            f"{run.path} holds weights imported from {imported.get('format', '?')} "
+            f"({imported.get('source', '?')}), made by other code and without grokscope's training "
+            "state, so `resume` cannot continue it; nothing was changed. Analyse it as it is "
+            "(`grokscope analyze`, `grokscope report`), or train a new run into another folder"
+        )
     config, task = run.config, run.task  # the task trains on the folder's saved split
     state = run.load_state()
     if state is None and (run.checkpoint_steps() or run.read_metrics()):
