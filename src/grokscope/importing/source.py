@@ -153,7 +153,7 @@ def orient(
         if flipped is not None:
             turned.append(name)
         out[name] = (t if flipped is None else flipped).contiguous()
-    return out, turned
+    return out, sorted(turned)
 
 
 def model_settings(weights: dict[str, torch.Tensor]) -> dict[str, Any]:
