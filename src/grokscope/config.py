@@ -314,6 +314,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    if Path(path).is_dir():
+        raise GrokscopeError(f"{path} is a folder, not a config file (give a preset name or a .toml file)")
     try:
         return tomllib.loads(read_bytes(Path(path), max_bytes=16 * 2**20).decode())
     except FileNotFoundError:

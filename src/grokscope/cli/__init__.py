@@ -40,12 +40,17 @@ def _verb_families() -> list[Callable]:
     ]
 
 
+_shown: set[str] = set()
+
+
 def _show_note(message, category, filename, lineno, file=None, line=None) -> None:
     """Notes about a run folder (`run.RunNote`) print as one line; other warnings as Python would."""
     from grokscope.run import RunNote
 
     if issubclass(category, RunNote):
-        print(f"grokscope: note: {message}", file=sys.stderr)
+        if str(message) not in _shown:  # several readers of one folder: say it once
+            _shown.add(str(message))
+            print(f"grokscope: note: {message}", file=sys.stderr)
     else:
         print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
 

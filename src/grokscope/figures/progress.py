@@ -251,7 +251,8 @@ def cos_coefficients(cos_table: dict, key_freqs: list[int], phases=None):
     shade_phases(ax, phases)
     ax.set_xlabel("step")
     ax.set_ylabel("coefficient of cos(k(a+b−c))")
-    ax.legend(fontsize=8, loc="upper left")
+    if key_freqs:  # no key frequency yet: nothing is labelled
+        ax.legend(fontsize=8, loc="upper left")
     return fig
 
 

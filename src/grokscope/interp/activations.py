@@ -148,9 +148,11 @@ def parse_steps(spec: str | None, available: list[int], max_steps: int | None = 
         try:
             steps = [int(s) for s in spec.split(",") if s.strip()]
         except ValueError:
+            steps = []
+        if not steps:
             raise GrokscopeError(
                 f"bad --step {spec!r}: use 'last', 'all', 'every:N' or a comma list of steps"
-            ) from None
+            )
         missing = [s for s in steps if s not in available]
         if missing:
             raise GrokscopeError(

@@ -49,9 +49,12 @@ def embspace_run(run, options) -> tuple[int, int]:
     written as `analysis/embspace/L<layer>.safetensors`; returns (step, number of layers)."""
     import json
 
+    from grokscope.errors import GrokscopeError
     from grokscope.files import write_tensors
     from grokscope.interp.activations import parse_steps
 
+    if options.neurons < 1:
+        raise GrokscopeError(f"--neurons must be >= 1, got {options.neurons}")
     task = run.task
     steps = parse_steps(options.step, run.readable_steps())
     names = task.token_names()
