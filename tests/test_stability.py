@@ -3,6 +3,7 @@ the NLM cosine, and their place in training, resume and sweeps."""
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 from types import SimpleNamespace
@@ -297,3 +298,41 @@ def test_an_orthoadamw_run_stopped_and_resumed_matches_an_uninterrupted_one(tmp_
         progress=False,
     )
     assert not torch.equal(_final_weights(plain)["embed.W_E"], _final_weights(reference)["embed.W_E"])
+
+
+def test_the_stability_presets_are_mainline_without_weight_decay_and_one_lever_each():
+    def flat(name):
+        data = make_config(name).to_dict()
+        return {f"{s}.{k}": v for s, d in data.items() if isinstance(d, dict) for k, v in d.items()}
+
+    main = flat("mainline")
+    for name, lever in (
+        ("mainline_no_wd", {}),
+        ("mainline_stablemax", {"train.loss": "stablemax"}),
+        ("mainline_orthograd", {"train.optimizer": "orthoadamw"}),
+    ):
+        got = flat(name)
+        assert {k: v for k, v in got.items() if main[k] != v} == {"train.weight_decay": 0.0, **lever}
+
+
+def test_the_stability_figures_render_from_metrics(tmp_path):
+    from grokscope.figures import render_figure
+    from grokscope.figures.stability import stability_comparison
+
+    out = tmp_path / "run"
+    train(make_config("tiny", "train.steps=30"), out, progress=False)
+    png = render_figure("stability", out)
+    assert png is not None and png.is_file() and png.stat().st_size > 1000
+    rows = Run(out).read_metrics()
+    fig = stability_comparison({"a": [rows, rows], "b": [rows]})
+    assert len(fig.axes[0].lines) == 3 and [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "a",
+        "b",
+    ]
+    old = tmp_path / "old"  # metrics from before these were logged: no figure, no error
+    train(make_config("tiny", "train.steps=10"), old, progress=False)
+    rows = [
+        {k: v for k, v in r.items() if k not in ("train_softmax_collapse",)} for r in Run(old).read_metrics()
+    ]
+    (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert render_figure("stability", old) is None
