@@ -136,7 +136,9 @@ def test_report_of_an_addition_run_after_eval_has_its_tables_and_figures(additio
     assert "".join(f"<td>{c}</td>" for c in grid[-1].split(",")) in page  # the 5+5 cell
     for title in ("Exact match by operand lengths", "Loss per answer position over training"):
         assert f"<h3>{title}</h3>" in page
-    assert page.count("data:image/png;base64,") == 2
+    # the two addition figures, and the numerical-stability figure every run has (figures/stability.py)
+    assert page.count("data:image/png;base64,") == 3
+    assert "<h2>Numerical stability</h2>" in page
     assert (addition_run / "figures" / "loss_by_position.png").is_file()
     labels = json.loads((addition_run / "analysis" / "position_labels.json").read_text())
     assert labels[0] == "digit x10^5" and len(labels) == 6
