@@ -166,7 +166,8 @@ def test_interp_figures_are_made_from_the_tables_and_tensors_the_verbs_wrote(tin
     for title in ("PCA across checkpoints (W_E)", "Key-frequency circles", "Query-key token table (L0)"):
         assert f"<h3>{title}</h3>" in page
     assert "data:image/gif;base64," in page  # the PCA animation the verb saved
-    assert page.count("data:image/png;base64,") == len(pngs)
+    # and the numerical-stability figure every run has (figures/stability.py, made from metrics.jsonl)
+    assert page.count("data:image/png;base64,") == len(pngs) + 1
     stamps = {p: (a / p).stat().st_mtime_ns for p in pngs}
     assert main(["report", str(path), "--quiet", "--no-analyze"]) == 0
     assert {p: (a / p).stat().st_mtime_ns for p in pngs} == stamps
