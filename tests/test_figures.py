@@ -82,7 +82,7 @@ def test_a_second_report_renders_only_figures_whose_inputs_changed(analysed_tiny
         return {p.name: p.stat().st_mtime_ns for p in figures.glob("*.png")}
 
     first = stamps()
-    assert len(first) == 11
+    assert len(first) == 12  # 11 progress-measure figures + stability.png (figures/stability.py)
     assert main(["report", str(path), "--quiet"]) == 0  # analysis re-run: nothing new, nothing rewritten
     assert stamps() == first
     # a newer key_frequencies.json: exactly the figures made from it are made again
@@ -138,7 +138,9 @@ def test_report_of_an_addition_run_after_eval_has_its_tables_and_figures(additio
     assert "".join(f"<td>{c}</td>" for c in grid[-1].split(",")) in page  # the 5+5 cell
     for title in ("Exact match by operand lengths", "Loss per answer position over training"):
         assert f"<h3>{title}</h3>" in page
-    assert page.count("data:image/png;base64,") == 2
+    # the two addition figures, and the numerical-stability figure every run has (figures/stability.py)
+    assert page.count("data:image/png;base64,") == 3
+    assert "<h2>Numerical stability</h2>" in page
     assert (addition_run / "figures" / "loss_by_position.png").is_file()
     labels = json.loads((addition_run / "analysis" / "position_labels.json").read_text())
     assert labels[0] == "digit x10^5" and len(labels) == 6
@@ -166,7 +168,8 @@ def test_interp_figures_are_made_from_the_tables_and_tensors_the_verbs_wrote(tin
     for title in ("PCA across checkpoints (W_E)", "Key-frequency circles", "Query-key token table (L0)"):
         assert f"<h3>{title}</h3>" in page
     assert "data:image/gif;base64," in page  # the PCA animation the verb saved
-    assert page.count("data:image/png;base64,") == len(pngs)
+    # and the numerical-stability figure every run has (figures/stability.py, made from metrics.jsonl)
+    assert page.count("data:image/png;base64,") == len(pngs) + 1
     stamps = {p: (a / p).stat().st_mtime_ns for p in pngs}
     assert main(["report", str(path), "--quiet", "--no-analyze"]) == 0
     assert {p: (a / p).stat().st_mtime_ns for p in pngs} == stamps

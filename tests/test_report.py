@@ -12,6 +12,7 @@ from tests import analysis_fixtures
 
 FIGURES = [
     "loss_accuracy",
+    "stability",  # figures/stability.py, with the progress figures
     "progress_measures",
     "fourier_W_E",
     "fourier_W_L",

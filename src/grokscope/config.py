@@ -115,7 +115,16 @@ class TrainConfig:
 
     steps: int = 20000
     batch_size: int = 0
-    optimizer: str = field(default="adamw", metadata={"choices": ("adamw", "adam", "sgd")})
+    # `orthoadamw` / `orthosgd`: ⊥Grad (Prieto et al. 2025) before AdamW / SGD (train/optim.py)
+    optimizer: str = field(
+        default="adamw", metadata={"choices": ("adamw", "adam", "sgd", "orthoadamw", "orthosgd")}
+    )
+    # the training loss: softmax `cross_entropy`, or `stablemax` (Prieto et al. 2025); every reported
+    # metric stays the float64 softmax cross-entropy, with the StableMax loss logged beside it
+    loss: str = field(default="cross_entropy", metadata={"choices": ("cross_entropy", "stablemax")})
+    # the dtype of the training loss's log-softmax (log-StableMax); float32 / bfloat16 reproduce the
+    # low-precision failure (loss quantisation, softmax collapse) on purpose
+    loss_precision: str = field(default="float64", metadata={"choices": ("float64", "float32", "bfloat16")})
     lr: float = 1e-3
     weight_decay: float = 1.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
@@ -147,6 +156,14 @@ class TrainConfig:
             "train.betas must be two numbers in [0, 1)",
         )
         require(self.eps > 0, "train.eps must be > 0")
+        require(
+            self.loss in ("cross_entropy", "stablemax"),
+            f"train.loss = {self.loss!r} must be 'cross_entropy' or 'stablemax'",
+        )
+        require(
+            self.loss_precision in ("float64", "float32", "bfloat16"),
+            f"train.loss_precision = {self.loss_precision!r} must be 'float64', 'float32' or 'bfloat16'",
+        )
         require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         require(0 <= self.lr_min <= self.lr, "train.lr_min must be in [0, train.lr]")
         require(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")

@@ -409,6 +409,25 @@ for _order, (_name, _build, _kind) in enumerate(
 ):
     REPORT_SECTIONS.register(_name, ReportSection(_name, _build, _kind, float(10 * (_order + 1))))
 
+
+def section_stability(ctx: ReportContext) -> str | None:
+    """The numerical-stability figure of a run that is not analysed (an analysed run shows it with
+    the progress figures, beside the loss curves)."""
+    if _progress(ctx) is not None:
+        return None
+    from grokscope.registry import FIGURES
+
+    spec = FIGURES.get("stability")
+    blocks = [
+        figure_block(inst.title, spec.explanation, png)
+        for inst in spec.instances(ctx.path)
+        if (png := inst.render()) is not None
+    ]
+    return ("<h2>Numerical stability</h2>" + "".join(blocks)) if blocks else None
+
+
+register_section(section_stability, before=section_progress_summary, name="stability")
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45} h1{margin-bottom:0} table{border-collapse:collapse;margin:.5em 0}

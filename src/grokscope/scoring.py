@@ -7,6 +7,10 @@ the lenses and generation's exact match. `Scores` holds the per-token values of 
 multi-position tasks `exact`, `loss_by_pos`, `acc_by_pos`).
 
 Losses are float64: a float32 log-softmax underflows near 1e-7, where grokking's late phase lives.
+The training loss may be asked for otherwise (`train.loss = "stablemax"`, `train.loss_precision`):
+`token_losses(..., loss, precision)` computes it, and the reported metrics stay float64 softmax
+cross-entropy. `token_stability` gives the numerical-stability measures of Prieto et al. (2025):
+softmax collapse (the float32 softmax of the right class is exactly 1) and the logit norm.
 """
 
 from __future__ import annotations
@@ -30,13 +34,80 @@ def autocast(precision: str, device: torch.device | str = "cpu"):
     return nullcontext()
 
 
+#: `train.loss_precision` -> the dtype the training loss's log-softmax is computed in
+LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def stablemax_s(x: torch.Tensor) -> torch.Tensor:
+    """Prieto et al.'s s(x): x + 1 for x >= 0, 1 / (1 - x) for x < 0 (positive, continuous, C¹ at 0,
+    growing linearly instead of exponentially). Safe to differentiate on both branches."""
+    return torch.where(x >= 0, x + 1, 1 / (1 - x.clamp(max=0)))
+
+
+def stablemax(
+    logits: torch.Tensor,  # [..., d_vocab_out]
+    dim: int = -1,
+) -> torch.Tensor:  # [..., d_vocab_out], sums to 1 along `dim`
+    """StableMax(x)_i = s(x_i) / sum_j s(x_j), in the logits' dtype."""
+    sx = stablemax_s(logits)
+    return sx / sx.sum(dim=dim, keepdim=True)
+
+
+def log_stablemax(
+    logits: torch.Tensor,  # [..., d_vocab_out]
+    dim: int = -1,
+) -> torch.Tensor:  # [..., d_vocab_out]
+    """log StableMax(x), in the logits' dtype (the StableMax loss is its negative at the target)."""
+    sx = stablemax_s(logits)
+    return sx.log() - sx.sum(dim=dim, keepdim=True).log()
+
+
 def token_losses(
     logits: torch.Tensor,  # [batch, n_loss, d_vocab_out]
     targets: torch.Tensor,  # [batch, n_loss]
+    loss: str = "cross_entropy",
+    precision: str = "float64",
 ) -> torch.Tensor:  # [batch, n_loss] float64
-    """Per-token cross-entropy in float64 (differentiable: the training loss is its masked mean)."""
-    logp = logits.double().log_softmax(dim=-1)
-    return -logp.gather(-1, targets[..., None])[..., 0]
+    """Per-token loss (differentiable: the training loss is its masked mean). By default softmax
+    cross-entropy in float64; `loss = "stablemax"` uses log-StableMax instead of log-softmax, and
+    `precision` (`float64`, `float32`, `bfloat16`) is the dtype that log-(soft/stable)max is computed
+    in. The result is returned as float64 holding that dtype's values exactly, so a float32 loss
+    keeps its quantisation (multiples of float32's resolution 2**-23 near a confident right answer)."""
+    x = logits.to(LOSS_DTYPES[precision])
+    logp = log_stablemax(x) if loss == "stablemax" else x.log_softmax(dim=-1)
+    return -logp.gather(-1, targets[..., None])[..., 0].double()
+
+
+def token_stability(
+    logits: torch.Tensor,  # [batch, n_loss, d_vocab_out]
+    targets: torch.Tensor,  # [batch, n_loss]
+) -> tuple[torch.Tensor, torch.Tensor]:  # ([batch, n_loss] bool, [batch, n_loss] float64)
+    """Per token: softmax collapse (the float32 softmax probability of the target is exactly 1.0, so
+    a float32 cross-entropy and its gradient are exactly 0 there) and the logits' L2 norm (float64)."""
+    p_right = logits.detach().float().softmax(dim=-1).gather(-1, targets[..., None])[..., 0]
+    return p_right == 1.0, logits.detach().double().norm(dim=-1)
+
+
+def stability_stats(
+    logits: torch.Tensor,  # [batch, n_loss, d_vocab_out]
+    targets: torch.Tensor,  # [batch, n_loss]
+    mask: torch.Tensor,  # [batch, n_loss] bool
+    loss: str = "cross_entropy",
+    precision: str = "float64",
+) -> dict[str, float]:
+    """Over the counted tokens: `softmax_collapse` (fraction collapsed in float32, see
+    `token_stability`), `logit_norm` (mean L2 norm of the logit vector), and with
+    `loss = "stablemax"` the mean StableMax loss (`stablemax_loss`, in `precision`)."""
+    collapsed, norm = token_stability(logits, targets)
+    n = mask.sum().clamp(min=1).double()
+    stats = {
+        "softmax_collapse": (collapsed & mask).sum().double().div(n).item(),
+        "logit_norm": (norm * mask).sum().div(n).item(),
+    }
+    if loss == "stablemax":
+        nll = token_losses(logits.detach(), targets, loss, precision)
+        stats["stablemax_loss"] = (nll * mask).sum().div(n).item()
+    return stats
 
 
 def exact_match(
@@ -144,16 +215,43 @@ def evaluate(
     return aggregate(score(model, batch, positions, precision, chunk), chunk)
 
 
+@torch.no_grad()
+def stability(
+    model,
+    batch: Batch,
+    positions: list[int],
+    precision: str = "fp32",
+    chunk: int = EVAL_CHUNK,
+    loss: str = "cross_entropy",
+    loss_precision: str = "float64",
+) -> dict[str, float]:
+    """`stability_stats` of the model on a whole set, `chunk` examples per forward."""
+    parts = []
+    for index in chunks(len(batch), chunk):
+        part = batch if len(index) == len(batch) else batch.select(index)
+        with autocast(precision, part.tokens.device):
+            logits = model(part.tokens, positions=positions, pos_ids=position_ids(model, part))
+        n = part.mask.sum().item()
+        parts.append((n, stability_stats(logits, part.targets, part.mask, loss, loss_precision)))
+    total = max(sum(n for n, _ in parts), 1)
+    return {k: sum(n * st[k] for n, st in parts) / total for k in parts[0][1]}
+
+
 def loss_and_stats(
     logits: torch.Tensor,  # [batch, n_loss, d_vocab_out]
     batch: Batch,
+    loss: str = "cross_entropy",
+    precision: str = "float64",
 ) -> tuple[torch.Tensor, dict[str, float | list]]:
-    """Training: the mean masked float64 loss (with grad) plus the detached statistics of `aggregate`."""
-    nll = token_losses(logits, batch.targets)
-    loss = nll[batch.mask].mean()
+    """Training: the mean masked loss (with grad; `loss` in `precision`, see `token_losses`) plus
+    the detached statistics of `aggregate`, which are float64 softmax cross-entropy whatever the
+    training loss is."""
+    nll = token_losses(logits, batch.targets, loss, precision)
+    objective = nll[batch.mask].mean()
     with torch.no_grad():
-        stats = aggregate(Scores(logits.argmax(dim=-1) == batch.targets, nll.detach(), batch.mask))
-    return loss, stats
+        ce = nll if (loss, precision) == ("cross_entropy", "float64") else token_losses(logits, batch.targets)
+        stats = aggregate(Scores(logits.argmax(dim=-1) == batch.targets, ce.detach(), batch.mask))
+    return objective, stats
 
 
 __all__ = [
@@ -162,8 +260,13 @@ __all__ = [
     "autocast",
     "evaluate",
     "exact_match",
+    "log_stablemax",
     "loss_and_stats",
     "score",
     "score_logits",
+    "stability",
+    "stability_stats",
+    "stablemax",
     "token_losses",
+    "token_stability",
 ]

@@ -5,6 +5,7 @@ figures/render.py    the backend policy (matplotlib's OO API, no global backend)
 figures/spec.py      FigureSpec (name, title, explanation, study, input files, output PNG, make) and
                      write_figures(folder): render what is missing or older than its inputs
 figures/progress.py  the progress measures of Nanda et al. (2023) of a modular-arithmetic run
+figures/stability.py softmax collapse, NLM cosine, logit norm (Prieto et al. 2025): a run, a sweep
 figures/interp.py    probes, lenses, PCA, embedding-space views
 figures/addition.py  accuracy by operand length, loss per answer position, spread over seeds
 figures/lengths.py   the length-generalization study's heatmaps and curves
@@ -22,7 +23,7 @@ write_figures("runs/tiny")           # every figure whose input files exist, mad
 
 from __future__ import annotations
 
-from grokscope.figures import addition, interp, lengths, progress, sweeps
+from grokscope.figures import addition, interp, lengths, progress, stability, sweeps
 from grokscope.figures.progress import write_progress_figures
 from grokscope.figures.render import figure_png, new_figure, save_gif, save_png
 from grokscope.figures.spec import (
@@ -37,7 +38,7 @@ from grokscope.figures.spec import (
 )
 
 #: the study modules, in STUDIES order (importing them registers their figures)
-STUDY_MODULES = (progress, interp, addition, lengths, sweeps)
+STUDY_MODULES = (progress, stability, interp, addition, lengths, sweeps)
 
 __all__ = [
     "STUDIES",

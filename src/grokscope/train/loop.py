@@ -23,9 +23,9 @@ from grokscope.files import atomic_write_text
 from grokscope.model import Transformer
 from grokscope.model.positional import offset_generator, position_ids
 from grokscope.run import Run, build, load_weights
-from grokscope.scoring import autocast, evaluate, loss_and_stats
+from grokscope.scoring import autocast, evaluate, loss_and_stats, stability, stability_stats
 from grokscope.tasks import Task
-from grokscope.train.optim import Grokfast, build_optimizer, lr_at
+from grokscope.train.optim import Grokfast, build_optimizer, lr_at, nlm_cosine
 from grokscope.train.progress import progress_bar
 
 
@@ -116,6 +116,9 @@ def _resume(run: Run, steps: int | None, progress: bool, accept_config_change: b
 #: settings a resume may change without changing how the weights are made
 _FREE_TO_CHANGE = {"name", "train.steps", "train.threads", "train.state_every_s"}
 
+#: settings added after states began recording their config, with the value every older run had
+_ADDED_SINCE = {"train.loss": "cross_entropy", "train.loss_precision": "float64"}
+
 
 def weight_settings(config: RunConfig) -> dict[str, Any]:
     """The config as flat dotted settings, less those a resume may change (`_FREE_TO_CHANGE`)."""
@@ -137,6 +140,7 @@ def _check_config_unchanged(run: Run, info: dict[str, Any], accept: bool, step: 
     if not isinstance(saved, dict):
         return  # a state from before grokscope recorded its config
     now = weight_settings(run.config)
+    saved = {**{k: v for k, v in _ADDED_SINCE.items() if k in now}, **saved}
     changed = {
         k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)
     }
@@ -242,21 +246,25 @@ class Trainer:
                 s = self.step
                 at_end = s >= total
                 do_eval = at_end or cfg.eval.due(s)
-                train_stats = None
-                if not at_end:
+                train_stats = train_logits = None
+                if not at_end or do_eval:
+                    # at the end only for the metrics row's gradient (no update follows)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr_at(s, cfg)
                     batch = task.train_batch(s, cfg.batch_size, self.config.seed)
                     pos_ids = position_ids(model, batch, offset_generator(self.config.seed, s))
                     with autocast(cfg.precision):
                         logits = model(batch.tokens, positions=positions, pos_ids=pos_ids)
-                    loss, stats = loss_and_stats(logits, batch)
-                    if do_eval and batch is evals["train"] and pos_ids is None:
+                    loss, stats = loss_and_stats(logits, batch, cfg.loss, cfg.loss_precision)
+                    if do_eval and not at_end and batch is evals["train"] and pos_ids is None:
                         # the full train set at the weights after s updates, exactly as evaluation
                         # would see it (not so when Abacus shifts training positions at random)
-                        train_stats = stats
+                        train_stats, train_logits = stats, logits
+                    # the gradient comes before the metrics row (which reads it) and the saves;
+                    # the update itself still comes after them
+                    finite = self._backward(loss)
                 if do_eval:
-                    last_row = self._metrics_row(s, evals, train_stats, started)
+                    last_row = self._metrics_row(s, evals, train_stats, started, train_logits, finite)
                     run.append_metrics(last_row)
                     bar.set_postfix_str(_postfix(last_row), refresh=False)
                     self.finished_reason = self._early_stop_reason(last_row)
@@ -270,7 +278,7 @@ class Trainer:
                 if cfg.checkpoint.due(s) or time.perf_counter() - last_state_save > cfg.state_every_s:
                     self.save_state(time.perf_counter() - started)
                     last_state_save = time.perf_counter()
-                if not self._update(loss):
+                if not self._update(finite):
                     if cfg.nonfinite == "stop":
                         self.save_state(time.perf_counter() - started)  # still the finite weights of step s
                         raise GrokscopeError(
@@ -290,8 +298,9 @@ class Trainer:
                     )
         return TrainResult(run, self.step, self.finished_reason, last_row)
 
-    def _update(self, loss: torch.Tensor) -> bool:
-        """One optimizer step; False, changing nothing, when the loss or a gradient is not finite."""
+    def _backward(self, loss: torch.Tensor) -> bool:
+        """The gradient of `loss` into `.grad`; False, leaving no gradient, when the loss or a
+        gradient is not finite."""
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return False
@@ -300,6 +309,13 @@ class Trainer:
         if not torch.stack([g.isfinite().all() for g in grads]).all():
             self.optimizer.zero_grad(set_to_none=True)
             return False
+        return True
+
+    def _update(self, finite: bool) -> bool:
+        """One optimizer step on the gradient `_backward` left; False, changing nothing, when that
+        gradient was not finite."""
+        if not finite:
+            return False
         if self.grokfast:
             self.grokfast.apply()
         if self.cfg.grad_clip > 0:
@@ -307,8 +323,11 @@ class Trainer:
         self.optimizer.step()
         return True
 
-    def _metrics_row(self, step: int, evals, train_stats, started: float) -> dict[str, Any]:
-        positions, precision = self.task.loss_positions, self.cfg.precision
+    def _metrics_row(
+        self, step: int, evals, train_stats, started: float, train_logits=None, finite: bool = False
+    ) -> dict[str, Any]:
+        cfg = self.cfg
+        positions, precision = self.task.loss_positions, cfg.precision
         self.model.eval()
         row: dict[str, Any] = {"step": step}
         for name, batch in evals.items():
@@ -317,8 +336,20 @@ class Trainer:
                 if (name == "train" and train_stats is not None)
                 else evaluate(self.model, batch, positions, precision)
             )
+            if name == "train" and train_logits is not None:
+                stats = stats | stability_stats(
+                    train_logits, batch.targets, batch.mask, cfg.loss, cfg.loss_precision
+                )
+            elif name == "train" or cfg.loss == "stablemax":
+                more = stability(
+                    self.model, batch, positions, precision, loss=cfg.loss, loss_precision=cfg.loss_precision
+                )
+                stats = stats | (more if name == "train" else {"stablemax_loss": more["stablemax_loss"]})
             row.update({f"{name}_{k}": v for k, v in stats.items()})
         self.model.train()
+        cosine = nlm_cosine(self.params.values()) if finite else None
+        if cosine is not None:
+            row["nlm_cosine"] = cosine  # of this step's training gradient (see optim.nlm_cosine)
         with torch.no_grad():
             row["weight_norm_sq"] = sum(p.double().pow(2).sum() for p in self.params.values()).item()
         row["lr"] = lr_at(step, self.cfg)
