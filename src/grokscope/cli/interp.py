@@ -58,7 +58,7 @@ def _open(args):
 def cmd_probe(args) -> int:
     from grokscope.figures import render_figure
     from grokscope.interp.io import format_table, safe_name
-    from grokscope.interp.probes import probe_run, summary_rows
+    from grokscope.interp.probes import GEOMETRY_COLUMNS, probe_run, summary_rows
 
     o = options_from_args(ProbeOptions, args)
     run = _open(args)
@@ -90,17 +90,7 @@ def cmd_probe(args) -> int:
                 f"\nprobe geometry (a = {o.hook[0]}) at those positions; cosine of probe directions, "
                 f"random |cos| mean {g[0]['random_abs_cos_mean']:.3f}, 99th pct {g[0]['random_abs_cos_p99']:.3f}"
             )
-            gcols = [
-                "hook_b",
-                "label",
-                "position",
-                "cosine",
-                "score_a",
-                "score_b",
-                "a_probe_on_b",
-                "b_probe_on_a",
-            ]
-            print(format_table(g, gcols))
+            print(format_table(g, list(GEOMETRY_COLUMNS[1:])))
     if len(steps) > 1:
         print(f"\n{len(steps)} checkpoints probed ({steps[0]}..{last}); by-step figure written")
     print(f"\nwrote {result.table} and figures")

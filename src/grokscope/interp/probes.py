@@ -415,6 +415,20 @@ def summary_rows(rows: list[dict]) -> tuple[list[dict], str]:
     return list(best.values()), "best position per row" if many else "one position"
 
 
+#: the columns of a probe-geometry row, as tables show them
+GEOMETRY_COLUMNS = (
+    "hook_a",
+    "hook_b",
+    "label",
+    "position",
+    "cosine",
+    "score_a",
+    "score_b",
+    "a_probe_on_b",
+    "b_probe_on_a",
+)
+
+
 @dataclass
 class ProbeRunResult:
     """What `probe_run` computed and wrote (the table's rows over every step probed)."""

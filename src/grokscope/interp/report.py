@@ -41,6 +41,8 @@ def _last_step(rows: list[dict]) -> list[dict]:
 
 
 def _probe_section(d: Path) -> str:
+    from grokscope.interp.probes import GEOMETRY_COLUMNS
+
     parts = []
     for csv_path in sorted(p for p in d.glob("*.csv") if not p.stem.endswith("_geometry")):
         from grokscope.interp.probes import summary_rows
@@ -82,17 +84,7 @@ def _probe_section(d: Path) -> str:
                 parts.append(
                     _table(
                         geo,
-                        [
-                            "hook_a",
-                            "hook_b",
-                            "label",
-                            "position",
-                            "cosine",
-                            "score_a",
-                            "score_b",
-                            "a_probe_on_b",
-                            "b_probe_on_a",
-                        ],
+                        list(GEOMETRY_COLUMNS),
                     )
                 )
     return "".join(parts)
