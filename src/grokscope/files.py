@@ -87,15 +87,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load as load_torch_bytes
 
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise GrokscopeError(
-                f"{path} is not a regular file (a link to a device or a folder?); refusing to read it"
-            )
-        if info.st_size > MAX_TENSOR_FILE_BYTES:
-            raise GrokscopeError(
-                f"{path} is {info.st_size / 2**30:.0f} GiB, far larger than any weights file; refusing to read it"
-            )
+        check_regular_file(path)
         return load_torch_bytes(path.read_bytes())
     except FileNotFoundError:
         raise GrokscopeError(f"missing file: {path}") from None

@@ -139,6 +139,7 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._readable: list[int] | None = None  # readable_steps(), checked once
 
     # ------------------------------------------------------------------ create / open
     @staticmethod
@@ -433,7 +434,7 @@ class Run:
 
     def readable_steps(self) -> list[int]:
         """The checkpoint steps a study can read; damaged checkpoints are named once and skipped."""
-        if not hasattr(self, "_readable"):
+        if self._readable is None:
             damaged = self.damaged_checkpoints()
             if damaged:
                 warnings.warn(
