@@ -19,6 +19,7 @@ from typing import Any
 
 import tomli_w
 
+from grokscope.devices import PRECISIONS, check_device_name
 from grokscope.errors import GrokscopeError, require
 from grokscope.files import read_bytes
 from grokscope.registry import POSITIONAL, TASKS
@@ -135,7 +136,12 @@ class TrainConfig:
     lr_min: float = 0.0
     grad_clip: float = 0.0
     grokfast: GrokfastConfig = field(default_factory=GrokfastConfig)
-    precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16")})
+    # what the model computes in (grokscope/devices.py): `auto` takes bf16 autocast only where the
+    # hardware runs it natively and fp32 elsewhere; `tf32` is TF32 matmuls on CUDA. Losses stay float64
+    precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
+    # where it trains: `auto` (CUDA if present, else MPS, else CPU), `cpu`, `cuda`, `cuda:N`, `mps`;
+    # the run folder is device-free, so any device reads it
+    device: str = "auto"
     # a non-finite loss or gradient: `stop` (keep the last finite state, exit with a message) or
     # `skip` (leave the weights as they are for that step and go on; counted in metrics)
     nonfinite: str = field(default="stop", metadata={"choices": ("stop", "skip")})
@@ -167,6 +173,7 @@ class TrainConfig:
         require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         require(0 <= self.lr_min <= self.lr, "train.lr_min must be in [0, train.lr]")
         require(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
+        check_device_name(self.device)
         require(self.threads >= 0, "train.threads must be >= 0 (0 = torch's default)")
         require(0 <= self.momentum < 1, "train.momentum must be in [0, 1)")
         require(
