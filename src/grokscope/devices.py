@@ -178,7 +178,8 @@ def describe(device: torch.device) -> str:
     import torch
 
     if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
+        index = torch.cuda.current_device() if device.index is None else device.index
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     if device.type == "cpu":
         return f"cpu ({torch.backends.cpu.get_cpu_capability()})"
     return str(device)

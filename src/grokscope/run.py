@@ -39,6 +39,7 @@ from safetensors.torch import save as save_torch
 
 import grokscope
 from grokscope.config import ModelConfig, RunConfig, dumps_toml, from_dict, read_toml
+from grokscope.devices import to_cpu
 from grokscope.errors import GrokscopeError
 from grokscope.files import (
     atomic_write_bytes,
@@ -140,6 +141,9 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._readable: list[int] | None = None  # readable_steps(), checked once
+        #: where `new_model`, `model` and `models` put the model (a study's `--device`); the folder's
+        #: files are CPU tensors whatever this is
+        self.device = torch.device("cpu")
 
     # ------------------------------------------------------------------ create / open
     @staticmethod
@@ -160,6 +164,7 @@ class Run:
         overwrite: bool = False,
         imported: dict[str, str] | None = None,
         fill: Callable[[Run], None] | None = None,
+        trained_with: dict[str, Any] | None = None,
     ) -> Run:
         """A new run folder at `path` holding `config` and `split`, written aside and then moved
         into place, so a failure leaves nothing half-made; with `overwrite` an existing grokscope
@@ -167,7 +172,8 @@ class Run:
 
         `imported` ({"format": ..., "source": ...}) marks a folder whose weights were made elsewhere
         (`[meta] imported`; `resume` refuses it); `fill(run)` writes more into the staged folder
-        (checkpoints, metrics) before it is moved into place."""
+        (checkpoints, metrics) before it is moved into place. `trained_with` ({from_step, device,
+        precision}) starts `[meta] trained_with`, the list of what each stretch of training ran on."""
         target = Path(path)
         parent = target.parent
         if target.exists() and not target.is_dir():
@@ -205,6 +211,8 @@ class Run:
             data["meta"] = {"format_version": grokscope.RUN_FORMAT_VERSION, "versions": library_versions()}
             if imported is not None:
                 data["meta"]["imported"] = dict(imported)
+            if trained_with is not None:
+                data["meta"]["trained_with"] = [dict(trained_with)]
             atomic_write_text(staging / "config.toml", dumps_toml(data))
             cls(staging).write_split(split)
             if fill is not None:
@@ -297,6 +305,17 @@ class Run:
             raise GrokscopeError(f"{self.path}/config.toml has a [meta] that is not a table; it is damaged")
         return meta
 
+    def record_trained_with(self, entry: dict[str, Any]) -> None:
+        """Append `entry` ({from_step, device, precision}) to `[meta] trained_with` when it differs
+        from the last one (a resume on another device or in another precision)."""
+        raw = self.raw_config()
+        history = raw.setdefault("meta", {}).setdefault("trained_with", [])
+        last = {k: v for k, v in history[-1].items() if k != "from_step"} if history else None
+        if last == {k: v for k, v in entry.items() if k != "from_step"}:
+            return
+        history.append(dict(entry))
+        atomic_write_text(self.path / "config.toml", dumps_toml(raw))
+
     @property
     def imported(self) -> dict[str, str] | None:
         """`{"format": ..., "source": ...}` when the folder's weights were imported (trained
@@ -339,8 +358,8 @@ class Run:
         return task
 
     def new_model(self) -> Transformer:
-        """The run's model at initialisation, on the saved task's sizes."""
-        return build_model(self.config, self.task)
+        """The run's model at initialisation, on the saved task's sizes, on `self.device`."""
+        return build_model(self.config, self.task).to(self.device)
 
     def model(self, step: int | None = None) -> Transformer:
         """The model with the weights of checkpoint `step` (the last one when None), in eval mode."""
@@ -553,7 +572,8 @@ class Run:
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous() for k, v in tensors.items()}
+    """CPU, contiguous copies: a folder's files never name the device that trained it."""
+    return {k: v.contiguous() for k, v in to_cpu(tensors).items()}
 
 
 def _summarize(steps: list[int]) -> str:

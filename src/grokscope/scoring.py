@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from grokscope.devices import resolve_precision
 from grokscope.model.positional import position_ids
 from grokscope.tasks.base import Batch
 
@@ -28,10 +29,12 @@ EVAL_CHUNK = 16384  # examples per forward in evaluation: bounded memory, few Py
 
 
 def autocast(precision: str, device: torch.device | str = "cpu"):
-    """bf16 autocast for the model's matmuls when asked; losses stay float64 regardless."""
-    if precision == "bf16":
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-    return nullcontext()
+    """The context the model's matmuls run in for `train.precision` on `device` (bf16 autocast,
+    TF32, or nothing; `auto` as `devices.resolve_precision` decides). Losses stay float64 regardless."""
+    if precision == "fp32":
+        return nullcontext()
+    device = torch.device(device)
+    return resolve_precision(precision, device).context(device)
 
 
 #: `train.loss_precision` -> the dtype the training loss's log-softmax is computed in
@@ -73,9 +76,15 @@ def token_losses(
     `precision` (`float64`, `float32`, `bfloat16`) is the dtype that log-(soft/stable)max is computed
     in. The result is returned as float64 holding that dtype's values exactly, so a float32 loss
     keeps its quantisation (multiples of float32's resolution 2**-23 near a confident right answer)."""
-    x = logits.to(LOSS_DTYPES[precision])
+    x = _where_float64_runs(logits).to(LOSS_DTYPES[precision])
     logp = log_stablemax(x) if loss == "stablemax" else x.log_softmax(dim=-1)
-    return -logp.gather(-1, targets[..., None])[..., 0].double()
+    return -logp.gather(-1, targets.to(x.device)[..., None])[..., 0].double()
+
+
+def _where_float64_runs(x: torch.Tensor) -> torch.Tensor:
+    """`x`, moved to the CPU (differentiably) when its device has no float64 (Apple's MPS), so
+    the loss stays float64 on every device."""
+    return x.cpu() if x.device.type == "mps" else x
 
 
 def token_stability(
@@ -84,7 +93,8 @@ def token_stability(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # ([batch, n_loss] bool, [batch, n_loss] float64)
     """Per token: softmax collapse (the float32 softmax probability of the target is exactly 1.0, so
     a float32 cross-entropy and its gradient are exactly 0 there) and the logits' L2 norm (float64)."""
-    p_right = logits.detach().float().softmax(dim=-1).gather(-1, targets[..., None])[..., 0]
+    logits, targets = _where_float64_runs(logits.detach()), targets.to(_where_float64_runs(logits).device)
+    p_right = logits.float().softmax(dim=-1).gather(-1, targets[..., None])[..., 0]
     return p_right == 1.0, logits.detach().double().norm(dim=-1)
 
 
@@ -143,6 +153,12 @@ def score_logits(
     return Scores(logits.argmax(dim=-1) == targets, token_losses(logits, targets).detach(), mask)
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where `model`'s weights are (the CPU for a model without any)."""
+    param = next(iter(model.parameters()), None)
+    return torch.device("cpu") if param is None else param.device
+
+
 def chunks(n: int, chunk: int) -> list[torch.Tensor]:
     """Index ranges [0, chunk), [chunk, 2 chunk), ... covering n examples."""
     return [torch.arange(start, min(start + chunk, n)) for start in range(0, n, chunk)]
@@ -159,6 +175,8 @@ def score(
 ) -> Scores:
     """The model's scores on `batch` at the loss `positions`, `chunk` examples per forward.
 
+    Each chunk goes to the model's device; the scores come back on the CPU, beside the batch's
+    metadata, whatever device ran the model.
     `forward(part) -> logits [part, n_loss, d_vocab_out]` replaces the plain forward where a caller
     needs more from the same pass (e.g. cached activations); it runs under the same autocast."""
     if forward is None:
@@ -166,12 +184,14 @@ def score(
         def forward(part: Batch) -> torch.Tensor:
             return model(part.tokens, positions=positions, pos_ids=position_ids(model, part))
 
+    device = batch.tokens.device if model is None else device_of(model)  # None: `forward` knows
     parts = []
     for index in chunks(len(batch), chunk):
-        part = batch if len(index) == len(batch) else batch.select(index)
-        with autocast(precision, part.tokens.device):
+        part = (batch if len(index) == len(batch) else batch.select(index)).to(device)
+        with autocast(precision, device):
             logits = forward(part)
-        parts.append(score_logits(logits, part.targets, part.mask))
+        scores = score_logits(logits, part.targets, part.mask)
+        parts.append(Scores(scores.correct.cpu(), scores.loss.cpu(), scores.mask.cpu()))
     if len(parts) == 1:
         return parts[0]
     return Scores(*(torch.cat([getattr(p, f) for p in parts]) for f in ("correct", "loss", "mask")))
@@ -226,10 +246,11 @@ def stability(
     loss_precision: str = "float64",
 ) -> dict[str, float]:
     """`stability_stats` of the model on a whole set, `chunk` examples per forward."""
+    device = device_of(model)
     parts = []
     for index in chunks(len(batch), chunk):
-        part = batch if len(index) == len(batch) else batch.select(index)
-        with autocast(precision, part.tokens.device):
+        part = (batch if len(index) == len(batch) else batch.select(index)).to(device)
+        with autocast(precision, device):
             logits = model(part.tokens, positions=positions, pos_ids=position_ids(model, part))
         n = part.mask.sum().item()
         parts.append((n, stability_stats(logits, part.targets, part.mask, loss, loss_precision)))
@@ -256,6 +277,7 @@ def loss_and_stats(
 
 __all__ = [
     "Scores",
+    "device_of",
     "aggregate",
     "autocast",
     "evaluate",

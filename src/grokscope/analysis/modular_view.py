@@ -13,6 +13,7 @@ import torch
 
 from grokscope.analysis.fourier import check_odd_prime
 from grokscope.errors import GrokscopeError
+from grokscope.scoring import device_of
 
 # op -> sign s such that the answer is a + s*b: the circuit's frequencies live in cos(k(a + s b)).
 SIGNS = {"add": 1, "subtract": -1}
@@ -54,7 +55,8 @@ def modular_outputs(model, task, want_neurons: bool = True, fast: bool = True) -
     p = task.p
     if fast and model.fast_path_ok("grid"):
         logits, post = model.grid_outputs(p, task.equals_token)
-        return ModularOutputs(logits[:, :p].double(), post if want_neurons else None)
+        # the measures run on the CPU in float64, whatever device ran the forward
+        return ModularOutputs(logits[:, :p].cpu().double(), post.cpu() if want_neurons else None)
     position = task.loss_positions[-1]
     captured: list[torch.Tensor] = []
     handle = None
@@ -62,11 +64,11 @@ def modular_outputs(model, task, want_neurons: bool = True, fast: bool = True) -
     if want_neurons and block is not None and hasattr(block, "mlp"):
         handle = block.mlp.hook_post.register_forward_hook(lambda m, i, out: captured.append(out))
     try:
-        logits = model(task.tokens, positions=[position])[:, -1, :p]
+        logits = model(task.tokens.to(device_of(model)), positions=[position])[:, -1, :p].cpu()
     finally:
         if handle is not None:
             handle.remove()
-    neurons = captured[-1][:, -1] if captured else None
+    neurons = captured[-1][:, -1].cpu() if captured else None
     return ModularOutputs(logits.double(), neurons)
 
 

@@ -43,3 +43,5 @@ class AnalyzeOptions:
     """Ignore the cached tables and compute every checkpoint again."""
     threads: int | None = 1
     """Torch threads while analysing (1: the work is memory-bound, extra threads slow a busy CPU)."""
+    device: str = "cpu"
+    """Where the model runs: cpu (the default, and the tested path), auto, cuda, cuda:N or mps."""

@@ -193,6 +193,7 @@ def analyze_run(
             o.recompute,
             progress,
             (o.key_rule, o.carry_floor, o.carry_share),
+            o.device,
         )
 
 
@@ -211,13 +212,15 @@ def torch_threads(n: int | None):
 
 
 def _analyze_run(
-    path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress, rule
+    path, key_freqs, per_checkpoint, threshold, min_share, chunk, recompute, progress, rule, device="cpu"
 ) -> RunAnalysis:
+    from grokscope.devices import resolve_device
     from grokscope.run import Run, load_weights
 
     if not 0 < threshold <= 1 or not 0 <= min_share <= 1:
         raise GrokscopeError("threshold must be in (0, 1] and min_share in [0, 1]")
     run = Run.open(path)
+    run.device = resolve_device(device)  # the forward runs there; the measures on the CPU
     config = run.config
     if config.task.kind != "modular":
         raise GrokscopeError(

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from grokscope.cli.options import DEVICE_HELP
 from grokscope.errors import GrokscopeError
 
 
@@ -29,6 +30,7 @@ def register(sub) -> None:
     p.add_argument(
         "--n-per-cell", type=int, default=100, help="problems per cell with --digits (default 100)"
     )
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser(
@@ -47,6 +49,7 @@ def register(sub) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.digits:
         return cmd_eval_digits(args)
+    from grokscope.devices import resolve_device
     from grokscope.evaluation.by_length import evaluate_run, rows_to_csv
     from grokscope.figures import render_figure
     from grokscope.files import atomic_write_text
@@ -55,6 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tables: dict[str, list[dict]] = {}
     for d in args.dirs:
         run = Run.open(d)
+        run.device = resolve_device(args.device)
         rows = evaluate_run(run, args.step)
         render_figure("accuracy_by_length", run.path)
         render_figure("loss_by_position", run.path)  # where metrics have per-position losses
@@ -85,6 +89,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_eval_digits(args: argparse.Namespace) -> int:
     """Each run's exact match on a grid of operand lengths; prints the diagonal len a = len b."""
+    from grokscope.devices import resolve_device
     from grokscope.files import atomic_write_text
     from grokscope.lengths.grid import length_grid
     from grokscope.lengths.study import GRID_SEED, parse_range, untrained_abacus_note
@@ -97,6 +102,7 @@ def cmd_eval_digits(args: argparse.Namespace) -> int:
     notes = {}
     for d in args.dirs:
         run = Run.open(d)
+        run.device = resolve_device(args.device)
         config = run.config
         model = run.model(args.step)
         grid = length_grid(model, config.task, lengths, n=args.n_per_cell, seed=GRID_SEED)

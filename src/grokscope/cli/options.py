@@ -25,6 +25,9 @@ import typing
 from functools import cache
 from typing import Any
 
+#: the help of every `--device` flag a verb adds by hand (the options dataclasses carry their own)
+DEVICE_HELP = "where the model runs: auto, cpu, cuda, cuda:N or mps (default: %(default)s)"
+
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:

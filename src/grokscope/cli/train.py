@@ -6,20 +6,22 @@ import argparse
 from pathlib import Path
 
 
-def _config_from_args(spec: str, overrides: list[str], steps: int | None):
+def _config_from_args(spec: str, overrides: list[str], steps: int | None, device: str | None = None):
     from grokscope.config import apply_overrides, from_dict
     from grokscope.presets import load_preset_or_file
 
     data = load_preset_or_file(spec)
     if steps is not None:
         overrides = [*overrides, f"train.steps={steps}"]
+    if device is not None:
+        overrides = [*overrides, f"train.device={device}"]
     return from_dict(apply_overrides(data, overrides))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from grokscope.train import train
 
-    config = _config_from_args(args.config, args.set, args.steps)
+    config = _config_from_args(args.config, args.set, args.steps, args.device)
     out = Path(args.out) if args.out else Path("runs") / config.name
     result = train(config, out, overwrite=args.overwrite, progress=not args.quiet)
     _print_result(result)
@@ -30,7 +32,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from grokscope.train import resume
 
     result = resume(
-        args.dir, steps=args.steps, progress=not args.quiet, accept_config_change=args.accept_config_change
+        args.dir,
+        steps=args.steps,
+        progress=not args.quiet,
+        accept_config_change=args.accept_config_change,
+        device=args.device,
     )
     _print_result(result)
     return 0
@@ -65,6 +71,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="run folder (default runs/<name>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     p.add_argument("--steps", type=int, help="total training steps")
+    p.add_argument("--device", help="train.device: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_train)
@@ -72,6 +79,11 @@ def register(sub) -> None:
     p = sub.add_parser("resume", help="continue a stopped run from its saved state")
     p.add_argument("dir")
     p.add_argument("--steps", type=int, help="continue to this many total steps")
+    p.add_argument(
+        "--device",
+        help="continue on this device (default: the config's train.device); another device than the "
+        "state was saved on works, but is not bit-exact",
+    )
     p.add_argument(
         "--accept-config-change",
         action="store_true",

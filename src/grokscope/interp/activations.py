@@ -12,7 +12,7 @@ import torch
 from grokscope.errors import GrokscopeError
 from grokscope.model import Transformer
 from grokscope.model.positional import position_ids
-from grokscope.scoring import Scores, score
+from grokscope.scoring import Scores, device_of, score
 from grokscope.tasks import Batch, Task
 
 # Hooks whose dimension 1 is not the sequence: attention patterns are [B, H, query, key].
@@ -99,9 +99,9 @@ def collect_and_score(
 
     def forward(part: Batch) -> torch.Tensor:  # [batch, n_loss, d_vocab_out]
         logits, cache = _forward_cached(model, part, hooks, computed)
-        for h in hooks:
-            parts[h].append(_at_positions(h, cache[h], positions, computed).float())
-        return logits[:, at_loss]
+        for h in hooks:  # activations come back to the CPU, beside the batch's labels
+            parts[h].append(_at_positions(h, cache[h], positions, computed).float().cpu())
+        return logits[:, at_loss.to(logits.device)]
 
     scores = score(model, batch, loss_positions, chunk=chunk, forward=forward)
     return {h: torch.cat(v) for h, v in parts.items()}, scores
@@ -120,10 +120,10 @@ def collect(
     parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
     computed = sorted(set(positions))
     for start in range(0, len(batch), chunk):
-        part = batch.select(torch.arange(start, min(start + chunk, len(batch))))
+        part = batch.select(torch.arange(start, min(start + chunk, len(batch)))).to(device_of(model))
         _, cache = _forward_cached(model, part, hooks, computed)
         for h in hooks:
-            parts[h].append(_at_positions(h, cache[h], positions, computed).float())
+            parts[h].append(_at_positions(h, cache[h], positions, computed).float().cpu())
     return {h: torch.cat(v) for h, v in parts.items()}
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import torch
 
+from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.interp.activations import collect, collect_and_score
 from grokscope.model import Transformer
 from grokscope.model.positional import position_ids
-from grokscope.scoring import Scores, aggregate, score_logits, token_losses
+from grokscope.scoring import Scores, aggregate, device_of, score_logits, token_losses
 from grokscope.tasks import Batch
 
 
@@ -24,9 +25,11 @@ def default_lens_hooks(model: Transformer) -> list[str]:
 
 def decode(model: Transformer, resid: torch.Tensor) -> torch.Tensor:
     """Residual [..., d_model] -> logits [..., d_vocab_out] through ln_final and W_U (+ b_U), float64."""
-    logits = model.ln_final(resid.float()).double() @ model.unembed.W_U.double()
+    logits = (
+        model.ln_final(resid.float().to(device_of(model))).cpu().double() @ model.unembed.W_U.cpu().double()
+    )
     if model.cfg.unembed_bias:
-        logits = logits + model.unembed.b_U.double()
+        logits = logits + model.unembed.b_U.cpu().double()
     return logits
 
 
@@ -98,11 +101,11 @@ def fit_tuned_lens(
     A = eye.clone().requires_grad_(True)
     c = torch.zeros(d, dtype=torch.float64, requires_grad=True)
     mask = batch.mask
-    W_U = model.unembed.W_U.detach().double()
-    b_U = model.unembed.b_U.detach().double() if model.cfg.unembed_bias else 0.0
+    W_U = model.unembed.W_U.detach().cpu().double()
+    b_U = model.unembed.b_U.detach().cpu().double() if model.cfg.unembed_bias else 0.0
     ln = model.cfg.layer_norm
-    ln_w = model.ln_final.w.detach().double() if ln else None
-    ln_b = model.ln_final.b.detach().double() if ln else None
+    ln_w = model.ln_final.w.detach().cpu().double() if ln else None
+    ln_b = model.ln_final.b.detach().cpu().double() if ln else None
     opt = torch.optim.LBFGS([A, c], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
@@ -193,6 +196,7 @@ def lens_run(run, options) -> tuple[list[dict], list[int], int, int]:
     from grokscope.interp.activations import check_hooks, example_sets, parse_steps
     from grokscope.interp.io import merge_csv
 
+    run.device = resolve_device(options.device)  # where the forward runs; tables on the CPU
     task = run.task
     steps = parse_steps(options.step, run.readable_steps())
     fit, score = example_sets(task, options.fit, options.score, options.max_examples, options.seed)

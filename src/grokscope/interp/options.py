@@ -20,6 +20,8 @@ class ExampleOptions:
     """Cap on the examples of each set."""
     seed: int = 0
     """Seed of sampled example sets and control tasks."""
+    device: str = "cpu"
+    """Where the model runs: cpu (the default, and the tested path), auto, cuda, cuda:N or mps."""
 
 
 @dataclass
@@ -68,6 +70,8 @@ class PCAOptions:
     """Example set for hook activations."""
     gif: bool = True
     """Also write the animation over checkpoints."""
+    device: str = "cpu"
+    """Where the model runs: cpu (the default, and the tested path), auto, cuda, cuda:N or mps."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ import torch
 
 from grokscope.analysis.fourier import fourier_basis
 from grokscope.analysis.key_frequencies import model_key_frequencies
+from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.interp.activations import collect
 from grokscope.model import Transformer
@@ -67,7 +68,7 @@ def token_rows(
     hook's activation at `position` is averaged within each group.
     """
     if what == "W_E":
-        W = model.embed.W_E.detach().double()
+        W = model.embed.W_E.detach().cpu().double()
         return W, torch.arange(W.shape[0])
     if batch is None:
         raise GrokscopeError("a hook's mean activation per token needs examples")
@@ -184,6 +185,7 @@ def pca_run(run, options) -> PCARunResult:
     from grokscope.interp.activations import check_hooks, parse_steps
     from grokscope.interp.io import merge_csv, safe_name
 
+    run.device = resolve_device(options.device)  # where the forward runs; tables on the CPU
     task = run.task
     steps = parse_steps(options.step, run.readable_steps())
     batch = None
@@ -207,7 +209,7 @@ def pca_run(run, options) -> PCARunResult:
             rows, tokens = rows[: task.p], tokens[: task.p]  # the numbers; '=' is not on the circle
         rows_by_step[step] = rows
         if modular:
-            W_numbers[step] = model.embed.W_E.detach()[: task.p].double()
+            W_numbers[step] = model.embed.W_E.detach()[: task.p].cpu().double()
     result = pca_over_checkpoints(rows_by_step, tokens, k=6, basis=options.basis)
     out = run.subdir("analysis") / "pca"
     tag = safe_name(options.of if options.of == "W_E" else f"{options.of}@{options.position}")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.interp.activations import collect
 from grokscope.interp.labels import aligned_positions, control_labels, is_classification, resolve_label
@@ -450,6 +451,7 @@ def probe_run(run, options) -> ProbeRunResult:
 
     if not options.hook or not options.label:
         raise GrokscopeError("probe needs --hook HOOK (one or more) and --label NAME")
+    run.device = resolve_device(options.device)  # where the forward runs; tables on the CPU
     task = run.task
     steps = parse_steps(options.step, run.readable_steps())
     fit, score = example_sets(task, options.fit, options.score, options.max_examples, options.seed)

@@ -31,6 +31,17 @@ class Batch:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch with every tensor on `device` (itself when they already are)."""
+        if self.tokens.device == torch.device(device):
+            return self
+        return Batch(
+            self.tokens.to(device),
+            self.targets.to(device),
+            self.mask.to(device),
+            {k: v.to(device) for k, v in self.meta.items()},
+        )
+
     def select(self, index: torch.Tensor) -> Batch:
         return Batch(
             self.tokens[index],

@@ -18,12 +18,13 @@ from typing import Any
 import torch
 
 from grokscope.config import RunConfig, dumps_toml
+from grokscope.devices import Precision, describe, resolve_device, resolve_precision
 from grokscope.errors import GrokscopeError
 from grokscope.files import atomic_write_text
 from grokscope.model import Transformer
 from grokscope.model.positional import offset_generator, position_ids
 from grokscope.run import Run, build, load_weights
-from grokscope.scoring import autocast, evaluate, loss_and_stats, stability, stability_stats
+from grokscope.scoring import evaluate, loss_and_stats, stability, stability_stats
 from grokscope.tasks import Task
 from grokscope.train.optim import Grokfast, build_optimizer, lr_at, nlm_cosine
 from grokscope.train.progress import progress_bar
@@ -42,26 +43,46 @@ class TrainResult:
 
 
 def train(config: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
-    """Create a run folder at `out` and train `config` in it."""
+    """Create a run folder at `out` and train `config` in it, on `config.train.device`."""
+    device = resolve_device(config.train.device)  # an absent device is refused before any write
+    precision = resolve_precision(config.train.precision, device)
     task, model = build(config)
     build_optimizer(list(model.parameters()), config.train)  # every setting is usable before any write
-    run = Run.create(out, config, task.split_arrays(), overwrite=overwrite)
+    run = Run.create(
+        out,
+        config,
+        task.split_arrays(),
+        overwrite=overwrite,
+        trained_with=_trained_with(0, device, precision),
+    )
     with run.lock():
-        return Trainer(run, config, task, model).run(progress=progress)
+        return Trainer(run, config, task, model, device).run(progress=progress)
+
+
+def _trained_with(step: int, device: torch.device, precision: Precision) -> dict[str, Any]:
+    return {"from_step": step, "device": describe(device), "precision": precision.used}
 
 
 def resume(
-    path: str | Path, steps: int | None = None, progress: bool = True, accept_config_change: bool = False
+    path: str | Path,
+    steps: int | None = None,
+    progress: bool = True,
+    accept_config_change: bool = False,
+    device: str | None = None,
 ) -> TrainResult:
-    """Continue the run in `path` from its last saved state, to `steps` total steps if given.
-    A config.toml edited since that state was saved is refused (the folder would no longer say how
-    its weights were made) unless `accept_config_change`, which records the change in the folder."""
+    """Continue the run in `path` from its last saved state, to `steps` total steps if given, on
+    `device` (default: the config's `train.device`). A config.toml edited since that state was saved
+    is refused (the folder would no longer say how its weights were made) unless
+    `accept_config_change`, which records the change in the folder. On the device the state was
+    saved from the resume is bit-exact; on another one it works, and says it is not."""
     run = Run.open(path)
     with run.lock():
-        return _resume(run, steps, progress, accept_config_change)
+        return _resume(run, steps, progress, accept_config_change, device)
 
 
-def _resume(run: Run, steps: int | None, progress: bool, accept_config_change: bool) -> TrainResult:
+def _resume(
+    run: Run, steps: int | None, progress: bool, accept_config_change: bool, device_name: str | None = None
+) -> TrainResult:
     imported = run.imported
     if imported is not None:
         raise GrokscopeError(
@@ -71,6 +92,7 @@ def _resume(run: Run, steps: int | None, progress: bool, accept_config_change: b
             "(`grokscope analyze`, `grokscope report`), or train a new run into another folder"
         )
     config, task = run.config, run.task  # the task trains on the folder's saved split
+    device = resolve_device(device_name or config.train.device)
     state = run.load_state()
     if state is None and (run.checkpoint_steps() or run.read_metrics()):
         raise GrokscopeError(
@@ -86,10 +108,11 @@ def _resume(run: Run, steps: int | None, progress: bool, accept_config_change: b
             f"note: checkpoints at step {', '.join(map(str, damaged))} cannot be read; training rewrites "
             "those it passes again, analysis skips the others"
         )
-    trainer = Trainer(run, config, task, run.new_model())
+    trainer = Trainer(run, config, task, run.new_model(), device)
     if state is not None:
         trainer.restore(*state)
         _check_config_unchanged(run, state[1], accept_config_change, trainer.step)
+        _note_other_hardware(run, state[1], trainer)
     past_early_stop = (
         steps is not None and steps > trainer.step and trainer.finished_reason.startswith("stop_at")
     )
@@ -113,8 +136,9 @@ def _resume(run: Run, steps: int | None, progress: bool, accept_config_change: b
     return trainer.run(progress=progress)
 
 
-#: settings a resume may change without changing how the weights are made
-_FREE_TO_CHANGE = {"name", "train.steps", "train.threads", "train.state_every_s"}
+#: settings a resume may change without changing how the weights are made (a device change is
+#: recorded in `[meta] trained_with` and noted as not bit-exact instead)
+_FREE_TO_CHANGE = {"name", "train.steps", "train.threads", "train.state_every_s", "train.device"}
 
 #: settings added after states began recording their config, with the value every older run had
 _ADDED_SINCE = {"train.loss": "cross_entropy", "train.loss_precision": "float64"}
@@ -160,8 +184,27 @@ def _check_config_unchanged(run: Run, info: dict[str, Any], accept: bool, step: 
     )
 
 
+def _note_other_hardware(run: Run, info: dict[str, Any], trainer: Trainer) -> None:
+    """Say so when the state was saved on another device or precision (the resume is then not
+    bit-exact), and record what this stretch of training runs on."""
+    now = _trained_with(trainer.step, trainer.device, trainer.precision)
+    saved = {k: info[k] for k in ("device", "precision") if k in info}
+    if saved and saved != {k: now[k] for k in saved}:
+        was = ", ".join(f"{v}" for v in saved.values())
+        print(
+            f"note: the state of {run.path} was saved on {was}; continuing on {now['device']}, "
+            f"{now['precision']}. This works, but is not bit-exact with a run that stayed on one device"
+        )
+    run.record_trained_with(now)
+
+
 class Trainer:
-    def __init__(self, run: Run, config: RunConfig, task: Task, model: Transformer):
+    def __init__(
+        self, run: Run, config: RunConfig, task: Task, model: Transformer, device: torch.device | None = None
+    ):
+        self.device = resolve_device(config.train.device) if device is None else device
+        self.precision = resolve_precision(config.train.precision, self.device)
+        model.to(self.device)
         self.folder, self.config, self.task, self.model = run, config, task, model
         self.cfg = config.train
         self.params = dict(model.named_parameters())
@@ -190,6 +233,8 @@ class Trainer:
             "elapsed_s": elapsed_s,
             "finished_reason": self.finished_reason,
             "skipped_steps": self.skipped_steps,
+            "device": describe(self.device),
+            "precision": self.precision.used,
             "config": weight_settings(self.config),
             "param_groups": sd["param_groups"],
             "optim_scalars": {
@@ -218,7 +263,9 @@ class Trainer:
                 f"the state file of {self.folder.path} does not fit its config ({e})"
             ) from None
         if self.grokfast:
-            self.grokfast.ema = {k[9:]: v.clone() for k, v in tensors.items() if k.startswith("grokfast.")}
+            self.grokfast.ema = {
+                k[9:]: v.to(self.device, copy=True) for k, v in tensors.items() if k.startswith("grokfast.")
+            }
         step = info.get("step")
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise GrokscopeError(f"the state file of {self.folder.path} is corrupt (step {step!r})")
@@ -234,7 +281,11 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         total = cfg.steps
         positions = task.loss_positions
-        evals = task.eval_sets()
+        device, precision = self.device, self.precision
+        if precision.used != precision.asked or precision.asked == "bf16":
+            print(f"note: train.precision = {precision.asked!r}: {precision.why}")
+        host_evals = task.eval_sets()
+        evals = {name: b.to(device) for name, b in host_evals.items()}  # moved once, not per step
         self.finished_reason = ""
         last_row: dict[str, Any] = {}
         started = time.perf_counter() - self.elapsed_s
@@ -251,9 +302,13 @@ class Trainer:
                     # at the end only for the metrics row's gradient (no update follows)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr_at(s, cfg)
-                    batch = task.train_batch(s, cfg.batch_size, self.config.seed)
-                    pos_ids = position_ids(model, batch, offset_generator(self.config.seed, s))
-                    with autocast(cfg.precision):
+                    host_batch = task.train_batch(s, cfg.batch_size, self.config.seed)
+                    # Abacus's random offsets are drawn on the CPU, so every device trains the same ids
+                    pos_ids = position_ids(model, host_batch, offset_generator(self.config.seed, s))
+                    pos_ids = None if pos_ids is None else pos_ids.to(device)
+                    # full-batch training reuses the evaluation set already on the device
+                    batch = evals["train"] if host_batch is host_evals["train"] else host_batch.to(device)
+                    with precision.context(device):
                         logits = model(batch.tokens, positions=positions, pos_ids=pos_ids)
                     loss, stats = loss_and_stats(logits, batch, cfg.loss, cfg.loss_precision)
                     if do_eval and not at_end and batch is evals["train"] and pos_ids is None:
@@ -327,7 +382,7 @@ class Trainer:
         self, step: int, evals, train_stats, started: float, train_logits=None, finite: bool = False
     ) -> dict[str, Any]:
         cfg = self.cfg
-        positions, precision = self.task.loss_positions, cfg.precision
+        positions, precision = self.task.loss_positions, self.precision.used
         self.model.eval()
         row: dict[str, Any] = {"step": step}
         for name, batch in evals.items():
@@ -351,7 +406,7 @@ class Trainer:
         if cosine is not None:
             row["nlm_cosine"] = cosine  # of this step's training gradient (see optim.nlm_cosine)
         with torch.no_grad():
-            row["weight_norm_sq"] = sum(p.double().pow(2).sum() for p in self.params.values()).item()
+            row["weight_norm_sq"] = sum(p.cpu().double().pow(2).sum() for p in self.params.values()).item()
         row["lr"] = lr_at(step, self.cfg)
         if self.skipped_steps:
             row["skipped_steps"] = self.skipped_steps

@@ -62,7 +62,7 @@ def nlm_cosine(params) -> float | None:
     for p in params:
         if p.grad is None:
             continue
-        w, g = p.detach().double().reshape(-1), p.grad.double().reshape(-1)
+        w, g = p.detach().cpu().double().reshape(-1), p.grad.cpu().double().reshape(-1)  # MPS has no float64
         parts = (-(w @ g), g @ g, w @ w)
         dot, g_sq, w_sq = parts if dot is None else (dot + parts[0], g_sq + parts[1], w_sq + parts[2])
     if dot is None:
