@@ -167,3 +167,29 @@ def test_analysis_verbs_take_a_device(verb, tmp_path, capsys):
     train(make_config("tiny", "train.steps=20"), out, progress=False)
     assert main([verb[0], str(out), *verb[1:], "--device", "cuda:3"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layers", [2])
+def test_the_forward_creates_nothing_on_the_cpu_when_the_model_is_elsewhere(layers):
+    """The model on the `meta` device (shapes only: mixing it with a CPU tensor is an error, as
+    with a GPU): forward and float64 loss for every positional encoding. An encoding that reads a
+    value (`.item()`, which meta cannot give) is checked up to that point."""
+    from grokscope.model.positional import offset_generator, position_ids
+    from grokscope.registry import POSITIONAL
+    from grokscope.run import build
+    from grokscope.scoring import token_losses
+
+    for pos in POSITIONAL.names():
+        preset = "five_digit_addition" if "abacus" in pos else "tiny"
+        task, model = build(make_config(preset, f"model.pos={pos!r}", f"model.n_layers={layers}"))
+        batch = task.train_batch(0, 8, 0)
+        ids = position_ids(model, batch, offset_generator(0, 0))
+        on = batch.to("meta")
+        model.to("meta")
+        try:
+            logits = model(
+                on.tokens, positions=task.loss_positions, pos_ids=None if ids is None else ids.to("meta")
+            )
+            token_losses(logits, on.targets).sum().backward()
+        except RuntimeError as e:
+            assert "cannot be called on meta tensors" in str(e), f"model.pos = {pos}: {e}"

@@ -21,7 +21,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     seeds = None
     if args.seeds is not None:
         seeds = args.seeds
-    spec = load_spec(args.spec, extra_set=args.set, base=args.base, seeds=seeds)
+    extra = [*args.set, *([f"train.device={args.device}"] if args.device else [])]
+    spec = load_spec(args.spec, extra_set=extra, base=args.base, seeds=seeds)
     out = Path(args.out) if args.out else Path("runs") / "sweeps" / spec.name
     if args.dry_run:
         for trial in spec.trials:
@@ -90,6 +91,7 @@ def register(sub) -> None:
     p.add_argument("--address", help="Ray cluster address (ray engine; default: start a local one)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial")
     p.add_argument("--base", help="replace the spec's base preset or config file")
+    p.add_argument("--device", help="train.device of every trial: auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--seeds", type=int, help="replace the spec's seeds with 0..N-1")
     p.add_argument("--dry-run", action="store_true", help="list the trials and stop")
     p.add_argument("--list", action="store_true", help="list the sweep presets")
