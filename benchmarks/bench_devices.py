@@ -15,13 +15,15 @@ Run: python benchmarks/bench_devices.py [--device auto] [--threads 2] [--steps 3
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as grokscope sets it, before torch loads
+import torch  # noqa: E402
 
-from grokscope.config import apply_overrides, from_dict
+from grokscope.config import apply_overrides, from_dict  # noqa: E402
 from grokscope.devices import cpu_features, describe, resolve_device, resolve_precision
 from grokscope.presets import load_preset_or_file
 from grokscope.run import build
