@@ -92,7 +92,9 @@ def main() -> None:
                 steps = n * (args.s2 - args.s1)
                 r_st = steps / max(st[args.s2] - st[args.s1], 1e-9)
                 r_sq = steps / max(sq[args.s2] - sq[args.s1], 1e-9)
-                print(f"{label:<34} {n:>3} {mode:>5} {r_st:>9.1f} {r_sq:>11.1f} {r_st / r_sq:>6.2f}", flush=True)
+                print(
+                    f"{label:<34} {n:>3} {mode:>5} {r_st:>9.1f} {r_sq:>11.1f} {r_st / r_sq:>6.2f}", flush=True
+                )
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -136,7 +136,12 @@ def test_configs_differing_in_a_shared_setting_are_refused(tmp_path):
 
 # ---------------------------------------------------------------------------- interrupt and resume
 INTERRUPT_STEPS = 200
-INTERRUPT_SET = ("train.threads=1", "train.batch_size=64", "train.eval.every=20", "train.checkpoint.every=100")
+INTERRUPT_SET = (
+    "train.threads=1",
+    "train.batch_size=64",
+    "train.eval.every=20",
+    "train.checkpoint.every=100",
+)
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +219,42 @@ def test_kill_9_then_stacked_resume_is_bit_exact(tmp_path, stacked_reference):
     assert [r.step for r in results] == [INTERRUPT_STEPS] * 3
     for out, ref in zip(outs, stacked_reference, strict=True):
         _assert_same_weights(Run.open(out).load_checkpoint(INTERRUPT_STEPS), ref)
+
+
+# ---------------------------------------------------------------------------- sweeps pack trials
+@pytest.mark.slow
+def test_sweep_packs_stackable_trials_into_one_process(tmp_path):
+    from grokscope.sweep import load_spec, run_sweep
+    from grokscope.sweep.local import Job
+    from grokscope.sweep.pack import pack_jobs
+
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text(
+        '[sweep]\nname = "packed"\nbase = "tiny"\nseeds = [0, 1]\n'
+        'set = ["train.steps=30", "train.batch_size=64", "train.threads=1", "train.eval.every=10"]\n'
+        '[grid]\n"task.frac_train" = [0.4, 0.5]\n'
+    )
+    spec = load_spec(str(spec_file))
+    jobs = [Job(t.name, tmp_path / t.name, tmp_path / "c", t.config, tmp_path / "l") for t in spec.trials]
+    packs = pack_jobs(jobs, workers=1)
+    assert len(packs) == 1 and sorted(packs[0].names()) == sorted(t.name for t in spec.trials)
+    assert len(pack_jobs(jobs, workers=2)) == 2  # every worker gets a pack
+    odd = Job(
+        "odd",
+        tmp_path / "odd",
+        tmp_path / "c",
+        {**spec.trials[0].config, "model": {"d_model": 32}},
+        tmp_path / "l",
+    )
+    assert len(pack_jobs([*jobs, odd], workers=1)) == 2  # a non-stackable trial runs on its own
+
+    packed = run_sweep(spec, tmp_path / "packed", workers=1, progress=False)
+    plain = run_sweep(spec, tmp_path / "plain", workers=1, progress=False, pack=False)
+    assert all(r["status"] == "done" for r in packed.rows.values()) and len(packed.rows) == 4
+    for trial in spec.trials:
+        assert packed.rows[trial.name]["step"] == plain.rows[trial.name]["step"] == 30
+        _assert_rows_close(
+            tmp_path / "packed" / "runs" / trial.name, tmp_path / "plain" / "runs" / trial.name
+        )
+    assert any("stacked in one process" in p.read_text() for p in (tmp_path / "packed" / "logs").iterdir())
+    assert run_sweep(spec, tmp_path / "packed", workers=1, progress=False).skipped  # re-run: all finished

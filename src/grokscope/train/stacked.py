@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,12 @@ STACKABLE = (
 
 def _stackable(key: str) -> bool:
     return any(key == s or (s.endswith(".") and key.startswith(s)) for s in STACKABLE)
+
+
+def stack_key(config: RunConfig) -> str:
+    """The settings every model of a stack must share, as one string: equal keys stack."""
+    shared = {k: v for k, v in weight_settings(config).items() if not _stackable(k)}
+    return json.dumps(shared, sort_keys=True, default=str)
 
 
 def check_stackable(configs: Sequence[RunConfig]) -> None:
@@ -180,6 +187,47 @@ def train_stacked(
         return StackedTrainer(trainers, mode=mode, device=device).run(progress=progress)
 
 
+def train_or_resume_stacked(
+    pairs: Sequence[tuple[str | Path, RunConfig]],
+    progress: bool = False,
+    mode: str = "auto",
+    device: torch.device | str = "cpu",
+) -> list[TrainResult]:
+    """A sweep's pack: each (folder, config) is trained from scratch where the folder holds no run
+    yet and resumed from its state where it does; all of them stacked in this process."""
+    check_stackable([c for _, c in pairs])
+    built: dict[int, tuple[RunConfig, Any, Any]] = {}
+    for i, (out, config) in enumerate(pairs):
+        if not (Path(out) / "config.toml").is_file():
+            task, model = build(config)
+            build_optimizer(list(model.parameters()), config.train)
+            built[i] = (config, task, model)
+    runs = [
+        Run.create(out, built[i][0], built[i][1].split_arrays()) if i in built else Run.open(out)
+        for i, (out, _) in enumerate(pairs)
+    ]
+    check_stackable([r.config for r in runs])
+    with contextlib.ExitStack() as locks:
+        for run in runs:
+            locks.enter_context(run.lock())
+        prepared = [
+            Trainer(run, *built[i]) if i in built else prepare_resume(run, None, False)
+            for i, run in enumerate(runs)
+        ]
+        return _run_prepared(prepared, progress, mode, device)
+
+
+def _run_prepared(prepared: list, progress: bool, mode: str, device: torch.device | str) -> list[TrainResult]:
+    """Train the `Trainer`s among `prepared` stacked; the `TrainResult`s (finished runs) pass through."""
+    trainers = [p for p in prepared if isinstance(p, Trainer)]
+    results = {id(p): p for p in prepared if isinstance(p, TrainResult)}
+    if trainers:
+        ran = StackedTrainer(trainers, mode=mode, device=device).run(progress)
+        for t, r in zip(trainers, ran, strict=True):
+            results[id(t)] = r
+    return [results[id(p)] for p in prepared]
+
+
 def resume_stacked(
     paths: Sequence[str | Path],
     steps: int | None = None,
@@ -197,14 +245,7 @@ def resume_stacked(
         for run in runs:
             locks.enter_context(run.lock())
         prepared = [prepare_resume(run, steps, accept_config_change) for run in runs]
-        trainers = [p for p in prepared if isinstance(p, Trainer)]
-        results = {id(p): p for p in prepared if isinstance(p, TrainResult)}
-        if trainers:
-            for t, r in zip(
-                trainers, StackedTrainer(trainers, mode=mode, device=device).run(progress), strict=True
-            ):
-                results[id(t)] = r
-        return [results[id(p)] for p in prepared]
+        return _run_prepared(prepared, progress, mode, device)
 
 
 class StackedTrainer:
@@ -436,5 +477,7 @@ __all__ = [
     "resume_stacked",
     "seed_configs",
     "seed_folders",
+    "stack_key",
+    "train_or_resume_stacked",
     "train_stacked",
 ]
