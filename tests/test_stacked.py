@@ -14,6 +14,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.run import Run
 from grokscope.train import resume, train
 from grokscope.train.stacked import (
+    StackedTrainer,
     check_stackable,
     parse_seeds,
     resume_stacked,
@@ -62,7 +63,8 @@ def singles(tmp_path_factory) -> dict[int, Path]:
 
 
 @pytest.mark.parametrize("mode", ["vmap", "loop"])
-def test_stacked_seeds_match_single_runs(tmp_path, singles, mode):
+def test_stacked_seeds_match_single_runs(tmp_path, singles, mode, monkeypatch):
+    monkeypatch.setattr(StackedTrainer, "vmap_chunk", 3)  # 4 models: a chunk of 3 and one of 1
     configs = seed_configs(_config("train.batch_size=64"), SEEDS)
     outs = seed_folders(configs, tmp_path)
     assert [p.name for p in outs] == [f"tiny-s{s}" for s in SEEDS]

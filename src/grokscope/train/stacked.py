@@ -251,6 +251,11 @@ def resume_stacked(
 class StackedTrainer:
     """Steps several `Trainer`s together; see the module docstring for the two modes."""
 
+    #: models per vmapped forward: larger stacks go in chunks of this many (measured on a 2-core
+    #: CPU, five-digit addition at batch 128: 32 models in one vmap ran slower than 32 single
+    #: steps, 8 at a time faster; benchmarks/bench_stacked.py)
+    vmap_chunk: int = 8
+
     def __init__(self, trainers: Sequence[Trainer], mode: str = "auto", device: torch.device | str = "cpu"):
         if not trainers:
             raise GrokscopeError("nothing to stack: give at least one model")
@@ -290,8 +295,19 @@ class StackedTrainer:
     def _grads_vmap(
         self, live: list[Trainer], batches: list[Batch], pos_ids: list[torch.Tensor | None]
     ) -> list[tuple[torch.Tensor, dict[str, Any], torch.Tensor, bool]]:
-        """Every live model's (loss, stats, logits, finite) from one stacked forward and backward,
-        leaving each model's gradient in its parameters' `.grad` (None where not finite)."""
+        """Every live model's (loss, stats, logits, finite) from stacked forwards and backwards of
+        at most `vmap_chunk` models each, leaving each model's gradient in its parameters' `.grad`
+        (None where not finite)."""
+        out = []
+        k = self.vmap_chunk
+        for a in range(0, len(live), k):
+            out += self._grads_vmap_chunk(a, live[a : a + k], batches[a : a + k], pos_ids[a : a + k])
+        return out
+
+    def _grads_vmap_chunk(
+        self, first: int, live: list[Trainer], batches: list[Batch], pos_ids: list[torch.Tensor | None]
+    ) -> list[tuple[torch.Tensor, dict[str, Any], torch.Tensor, bool]]:
+        """`_grads_vmap` for the models `first .. first + len(live)` of the stack."""
         cfg = live[0].cfg
         positions = live[0].task.loss_positions
         longest = max(len(b) for b in batches)
@@ -299,7 +315,8 @@ class StackedTrainer:
         ids = None
         if pos_ids[0] is not None:
             ids = torch.stack([_pad(p, longest) for p in pos_ids]).to(self.device)  # [model batch pos]
-        leaves = {n: s.detach().requires_grad_(True) for n, s in self._stack.items()}
+        rows = slice(first, first + len(live))
+        leaves = {n: s[rows].detach().requires_grad_(True) for n, s in self._stack.items()}
         base = self._base
 
         def one(params, tok, pid):
@@ -310,8 +327,10 @@ class StackedTrainer:
         # logits: [model batch n_loss d_vocab_out]
         out = []
         total = None
-        for j, (t, b) in enumerate(zip(live, batches, strict=True)):
-            lj = logits[j, : len(b)]
+        # unbind: its backward stacks the per-model gradients in one op (indexing logits[j] would
+        # give each model a full-size zero-filled gradient, O(models^2) memory traffic)
+        for t, b, per_model in zip(live, batches, logits.unbind(0), strict=True):
+            lj = per_model[: len(b)]
             loss, stats = loss_and_stats(lj, _on(b, self.device), t.cfg.loss, t.cfg.loss_precision)
             ok = bool(torch.isfinite(loss))
             if ok:
