@@ -30,7 +30,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(spec.trials)} trials -> {out}")
         return 0
     result = run_sweep(
-        spec, out, workers=args.workers, engine=args.engine, address=args.address, progress=not args.quiet
+        spec,
+        out,
+        workers=args.workers,
+        engine=args.engine,
+        address=args.address,
+        progress=not args.quiet,
+        pack=not args.no_pack,
     )
     done, failed = result.names("done"), result.names("failed")
     print(
@@ -94,6 +100,12 @@ def register(sub) -> None:
     p.add_argument("--device", help="train.device of every trial: auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--seeds", type=int, help="replace the spec's seeds with 0..N-1")
     p.add_argument("--dry-run", action="store_true", help="list the trials and stop")
+    p.add_argument(
+        "--no-pack",
+        action="store_true",
+        help="one process per trial (default, local engine: trials differing only in seed, lr, weight "
+        "decay, grokfast, frac_train, ... are trained stacked, one process per worker; docs/stacked.md)",
+    )
     p.add_argument("--list", action="store_true", help="list the sweep presets")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(handler=cmd_sweep)

@@ -22,6 +22,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from grokscope.train import train
 
     config = _config_from_args(args.config, args.set, args.steps, args.device)
+    if args.seeds is not None:
+        from grokscope.devices import resolve_device
+        from grokscope.train.stacked import parse_seeds, seed_configs, seed_folders, train_stacked
+
+        configs = seed_configs(config, parse_seeds(args.seeds))
+        results = train_stacked(
+            configs,
+            seed_folders(configs, args.out),
+            args.overwrite,
+            not args.quiet,
+            args.stack_mode,
+            device=resolve_device(config.train.device),
+        )
+        for result in results:
+            _print_result(result)
+        return 0
     out = Path(args.out) if args.out else Path("runs") / config.name
     result = train(config, out, overwrite=args.overwrite, progress=not args.quiet)
     _print_result(result)
@@ -31,8 +47,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from grokscope.train import resume
 
+    if len(args.dir) > 1:
+        from grokscope.train.stacked import resume_stacked
+
+        results = resume_stacked(
+            args.dir, args.steps, not args.quiet, args.accept_config_change, args.stack_mode
+        )
+        for result in results:
+            _print_result(result)
+        return 0
     result = resume(
-        args.dir,
+        args.dir[0],
         steps=args.steps,
         progress=not args.quiet,
         accept_config_change=args.accept_config_change,
@@ -65,19 +90,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack_mode(p) -> None:
+    p.add_argument(
+        "--stack-mode",
+        choices=("auto", "vmap", "loop"),
+        default="auto",
+        help="several models: one vmapped forward (vmap), one after another (loop), or auto "
+        "(loop at full batch, vmap for minibatches; docs/stacked.md)",
+    )
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a preset or a TOML config into a run folder")
     p.add_argument("config", metavar="PRESET|CONFIG_FILE")
-    p.add_argument("--out", help="run folder (default runs/<name>)")
+    p.add_argument("--out", help="run folder (default runs/<name>); with --seeds, the parent folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     p.add_argument("--steps", type=int, help="total training steps")
     p.add_argument("--device", help="train.device: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--seeds",
+        metavar="0-7|0,3,5",
+        help="train one model per seed, stacked in this process, into <out or runs>/<name>-s<seed>",
+    )
+    _stack_mode(p)
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("resume", help="continue a stopped run from its saved state")
-    p.add_argument("dir")
+    p.add_argument("dir", nargs="+", help="a run folder; several are continued stacked in one process")
     p.add_argument("--steps", type=int, help="continue to this many total steps")
     p.add_argument(
         "--device",
@@ -90,6 +131,7 @@ def register(sub) -> None:
         help="go on although config.toml was edited since the state was saved (recorded in the folder)",
     )
     p.add_argument("--quiet", action="store_true")
+    _stack_mode(p)
     p.set_defaults(handler=cmd_resume)
 
     p = sub.add_parser("presets", help="list the named configurations")

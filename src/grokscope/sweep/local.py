@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,17 @@ class Job:
     config_path: Path
     config: dict[str, Any]
     log_path: Path
+    # a pack: trials stacked in one process (train/stacked.py); this job stands for them all
+    members: list[Job] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.members] if self.members else [self.name]
+
+    def command(self) -> list[str]:
+        if not self.members:
+            return [sys.executable, "-m", "grokscope.sweep.trial", str(self.run_dir), str(self.config_path)]
+        pairs = [str(p) for m in self.members for p in (m.run_dir, m.config_path)]
+        return [sys.executable, "-m", "grokscope.sweep.trial", "--pack", *pairs]
 
 
 # (kind: "start" | "end" | "tick", trial name, outcome); "tick" lets a display refresh its clock.
@@ -58,9 +69,12 @@ def run_local(jobs: list[Job], workers: int, on_event: Event, poll_s: float = 0.
                 job.log_path.parent.mkdir(parents=True, exist_ok=True)
                 log = open(job.log_path, "a")  # noqa: SIM115 - closed when the trial ends
                 log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} grokscope sweep: starting trial\n")
+                if job.members:
+                    log.write(f"stacked in one process with: {', '.join(job.names())}\n")
+                    _note_pack(job)
                 log.flush()
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "grokscope.sweep.trial", str(job.run_dir), str(job.config_path)],
+                    job.command(),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -68,7 +82,8 @@ def run_local(jobs: list[Job], workers: int, on_event: Event, poll_s: float = 0.
                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
                 )
                 running[job.name] = (proc, time.perf_counter(), log)
-                on_event("start", job.name, {})
+                for name in job.names():
+                    on_event("start", name, {})
             for name, (proc, started, log) in list(running.items()):
                 code = proc.poll()
                 if code is None:
@@ -76,15 +91,41 @@ def run_local(jobs: list[Job], workers: int, on_event: Event, poll_s: float = 0.
                 log.close()
                 del running[name]
                 job = next(j for j in jobs if j.name == name)
-                on_event("end", name, _outcome(code, job.log_path, time.perf_counter() - started))
+                outcome = _outcome(code, job.log_path, time.perf_counter() - started)
+                for member in job.members or [job]:
+                    on_event("end", member.name, _member_outcome(member, outcome, bool(job.members)))
             on_event("tick", "", {})
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        _stop_all(running, on_event)
+        _stop_all(running, on_event, jobs)
         raise
 
 
-def _stop_all(running: dict[str, tuple[subprocess.Popen, float, Any]], on_event: Event) -> None:
+def _note_pack(job: Job) -> None:
+    """Each member's own log says where its pack's output went."""
+    for m in job.members[1:]:
+        m.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(m.log_path, "a") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} trained stacked; output in {job.log_path}\n")
+
+
+def _member_outcome(member: Job, outcome: dict[str, Any], packed: bool) -> dict[str, Any]:
+    """A pack member whose own state says finished is done, whatever became of the others."""
+    if packed and outcome["status"] != "done":
+        from grokscope.errors import GrokscopeError
+        from grokscope.sweep.trial import trial_state
+
+        try:
+            if trial_state(member.run_dir) == "finished":
+                return {"status": "done", "wall_s": outcome["wall_s"]}
+        except GrokscopeError:  # a damaged state keeps the pack's outcome
+            pass
+    return outcome
+
+
+def _stop_all(
+    running: dict[str, tuple[subprocess.Popen, float, Any]], on_event: Event, jobs: list[Job] | None = None
+) -> None:
     """Ask every running trial to save its state and stop; kill those that do not in time."""
     for proc, _, _ in running.values():
         if proc.poll() is None:
@@ -97,7 +138,9 @@ def _stop_all(running: dict[str, tuple[subprocess.Popen, float, Any]], on_event:
             proc.kill()
             proc.wait()
         log.close()
-        on_event("end", name, {"status": "interrupted", "wall_s": time.perf_counter() - started})
+        job_names = next((j.names() for j in jobs or [] if j.name == name), [name])
+        for member in job_names:
+            on_event("end", member, {"status": "interrupted", "wall_s": time.perf_counter() - started})
 
 
 def _outcome(code: int, log_path: Path, wall_s: float) -> dict[str, Any]:

@@ -54,8 +54,11 @@ def run_sweep(
     address: str | None = None,
     progress: bool = True,
     stream: TextIO | None = None,
+    pack: bool = True,
 ) -> SweepResult:
-    """Run every unfinished trial of `spec` under `out`; returns each trial's row of the trials table."""
+    """Run every unfinished trial of `spec` under `out`; returns each trial's row of the trials table.
+    With `pack` (local engine), trials that differ only in stackable settings share one process
+    per worker, trained stacked (sweep/pack.py); the folders are the same as unpacked."""
     if engine not in ("local", "ray"):
         raise GrokscopeError(f"unknown engine {engine!r}; use local or ray")
     if workers is not None and workers < 1:
@@ -105,6 +108,10 @@ def run_sweep(
             display.update(rows)
 
         workers = workers or (None if engine == "ray" else default_workers())
+        if pack and engine == "local":
+            from grokscope.sweep.pack import pack_jobs
+
+            jobs = pack_jobs(jobs, workers)
         display.update(rows)
         try:
             with _sigterm_as_interrupt():

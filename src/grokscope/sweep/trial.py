@@ -1,4 +1,5 @@
 """Run one trial: train it, or resume it from its run folder. The same function for every engine.
+`--pack` runs several trials that differ only in stackable settings stacked in one process.
 
 The local engine runs `python -m grokscope.sweep.trial RUN_DIR CONFIG_TOML` in a subprocess (one
 torch thread, its own log file); the Ray engine calls `run_trial` inside a Ray task. Either way a
@@ -45,6 +46,18 @@ def run_trial(run_dir: str | Path, config_data: dict[str, Any], progress: bool =
     return {"step": result.step, "reason": result.reason, "metrics": result.last_metrics}
 
 
+def run_pack(pairs: list[tuple[Path, dict[str, Any]]], progress: bool = False) -> list[dict[str, Any]]:
+    """Train (or resume) several trials stacked in this process (train/stacked.py); their outcomes."""
+    from grokscope.config import from_dict
+    from grokscope.train.stacked import train_or_resume_stacked
+
+    for run_dir, _ in pairs:
+        if not (run_dir / "config.toml").is_file():
+            _clear_husk(run_dir)
+    results = train_or_resume_stacked([(d, from_dict(c)) for d, c in pairs], progress=progress)
+    return [{"step": r.step, "reason": r.reason, "metrics": r.last_metrics} for r in results]
+
+
 def _clear_husk(run_dir: Path) -> None:
     """A folder killed between mkdir and writing its config holds only empty dirs: clear it."""
     if not run_dir.exists():
@@ -87,10 +100,22 @@ def main(argv: list[str]) -> int:
     from grokscope.config import read_toml
     from grokscope.train import Interrupted
 
-    if len(argv) != 2:
-        print("usage: python -m grokscope.sweep.trial RUN_DIR CONFIG_TOML", file=sys.stderr)
+    pack = argv[:1] == ["--pack"]
+    if pack:
+        argv = argv[1:]
+    if len(argv) < 2 or len(argv) % 2 or (len(argv) > 2 and not pack):
+        print(
+            "usage: python -m grokscope.sweep.trial RUN_DIR CONFIG_TOML\n"
+            "       python -m grokscope.sweep.trial --pack RUN_DIR CONFIG_TOML [RUN_DIR CONFIG_TOML ...]",
+            file=sys.stderr,
+        )
         return 2
     try:
+        if pack:
+            pairs = [(Path(argv[i]), read_toml(Path(argv[i + 1]))) for i in range(0, len(argv), 2)]
+            for (run_dir, _), o in zip(pairs, run_pack(pairs), strict=True):
+                print(f"{run_dir.name}: finished at step {o['step']} ({o['reason']})")
+            return 0
         out = run_trial(Path(argv[0]), read_toml(Path(argv[1])))
     except Interrupted as e:
         print(f"grokscope: {e}", file=sys.stderr)

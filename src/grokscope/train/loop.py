@@ -83,6 +83,16 @@ def resume(
 def _resume(
     run: Run, steps: int | None, progress: bool, accept_config_change: bool, device_name: str | None = None
 ) -> TrainResult:
+    prepared = prepare_resume(run, steps, accept_config_change, device_name)
+    return prepared if isinstance(prepared, TrainResult) else prepared.run(progress=progress)
+
+
+def prepare_resume(
+    run: Run, steps: int | None, accept_config_change: bool, device_name: str | None = None
+) -> Trainer | TrainResult:
+    """The checks and restore of `resume` (its folder locked by the caller), on `device_name` (default:
+    the config's `train.device`): the `Trainer` ready to go on, or the `TrainResult` of a run already
+    finished. train/stacked.py shares it."""
     imported = run.imported
     if imported is not None:
         raise GrokscopeError(
@@ -133,7 +143,7 @@ def _resume(
     elif trainer.finished_reason:
         return TrainResult(run, trainer.step, trainer.finished_reason, (run.read_metrics() or [{}])[-1])
     run.truncate_metrics(before_step=trainer.step)
-    return trainer.run(progress=progress)
+    return trainer
 
 
 #: settings a resume may change without changing how the weights are made (a device change is
