@@ -1,0 +1,186 @@
+"""Activation patching over nodes: each head's output, each MLP's output and the residual stream, at
+each position; exact (one forward per node) and by attribution (one forward and backward for all).
+
+Denoising runs the corrupted input and patches in the clean activation: a node that restores the
+clean answer carries what the corruption changed. Noising runs the clean input and patches in the
+corrupted activation: a node whose loss breaks the answer is needed. Either way the `effect` column
+is normalised so 1 means "this node alone carries all of the clean-corrupted logit difference":
+denoising (m_patched - m_corrupt) / (m_clean - m_corrupt), noising (m_clean - m_patched) /
+(m_clean - m_corrupt), with m the logit difference of `pairs.logit_diff` (float64).
+
+Attribution patching (Nanda 2023; Syed et al. 2023) replaces the forward per node by the first-order
+estimate (a_source - a_base) · ∂m/∂a at the base input, for every node at once. On a model that is
+linear in the patched activation the two agree exactly (tests/test_interventions.py); elsewhere the
+study reports their correlation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grokscope.interp.graph import frozen
+from grokscope.interp.pairs import Pairs, logit_diff
+from grokscope.model import Transformer
+from grokscope.model.positional import position_ids
+from grokscope.tasks import Batch
+
+MODES = ("denoising", "noising")
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str  # L0H1, MLP0, resid_pre0, resid_mid0, resid_post1
+    hook: str
+    head: int | None = None
+
+
+def node_list(model: Transformer) -> list[Node]:
+    """Every node, in forward order: resid_pre, heads, resid_mid, MLP per layer, then resid_post."""
+    out = []
+    L = len(model.blocks)
+    for layer in range(L):
+        out.append(Node(f"resid_pre{layer}", f"blocks.{layer}.hook_resid_pre"))
+        out += [Node(f"L{layer}H{h}", f"blocks.{layer}.attn.hook_z", h) for h in range(model.cfg.n_heads)]
+        if not model.cfg.attn_only:
+            out.append(Node(f"resid_mid{layer}", f"blocks.{layer}.hook_resid_mid"))
+            out.append(Node(f"MLP{layer}", f"blocks.{layer}.hook_mlp_out"))
+    if L:
+        out.append(Node(f"resid_post{L - 1}", f"blocks.{L - 1}.hook_resid_post"))
+    return out
+
+
+def _logits(model: Transformer, batch: Batch, pairs: Pairs, hooks=()) -> torch.Tensor:
+    """[batch, n_loss, d_vocab_out] at the loss positions, every position computed (hooks see all)."""
+    pos = torch.tensor(pairs.loss_positions, device=batch.tokens.device)
+    with model.hooks(list(hooks)):
+        logits = model(batch.tokens, pos_ids=position_ids(model, batch))
+    return logits.index_select(1, pos)
+
+
+def _sides(pairs: Pairs, mode: str) -> tuple[Batch, Batch]:
+    """(base, source): the input run and the one its activations are patched in from."""
+    if mode == "denoising":
+        return pairs.corrupt, pairs.clean
+    if mode == "noising":
+        return pairs.clean, pairs.corrupt
+    from grokscope.errors import GrokscopeError
+
+    raise GrokscopeError(f"--mode must be denoising, noising or both; got {mode!r}")
+
+
+def normalise(m: float, m_clean: float, m_corrupt: float, mode: str) -> float:
+    span = m_clean - m_corrupt
+    if abs(span) < 1e-12:
+        return float("nan")
+    return (m - m_corrupt) / span if mode == "denoising" else (m_clean - m) / span
+
+
+@torch.no_grad()
+def baselines(model: Transformer, pairs: Pairs) -> tuple[float, float]:
+    """(m_clean, m_corrupt): the logit difference on the clean and on the corrupted inputs."""
+    return float(logit_diff(_logits(model, pairs.clean, pairs), pairs)), float(
+        logit_diff(_logits(model, pairs.corrupt, pairs), pairs)
+    )
+
+
+@torch.no_grad()
+def exact_node_patching(model: Transformer, pairs: Pairs, mode: str, nodes: list[Node] | None = None) -> dict:
+    """{(node name, position): m_patched} with the source activation patched into the base run at
+    that node and position alone."""
+    nodes = node_list(model) if nodes is None else nodes
+    base, source = _sides(pairs, mode)
+    hooks = sorted({n.hook for n in nodes})
+    _, cache = model.run_with_cache(source.tokens, names_filter=hooks, pos_ids=position_ids(model, source))
+    T = base.tokens.shape[1]
+    last_loss = max(pairs.loss_positions)
+    out = {}
+    for node in nodes:
+        src = cache[node.hook]
+        for p in range(T):
+            if p > last_loss:  # causal: no later position reaches a loss position
+                out[(node.name, p)] = None
+                continue
+
+            def patch(x, _hook, p=p, node=node, src=src):
+                x = x.clone()
+                if node.head is None:
+                    x[:, p] = src[:, p]
+                else:
+                    x[:, p, node.head] = src[:, p, node.head]
+                return x
+
+            out[(node.name, p)] = float(logit_diff(_logits(model, base, pairs, [(node.hook, patch)]), pairs))
+    return out
+
+
+def attribution_node_patching(
+    model: Transformer, pairs: Pairs, mode: str, nodes: list[Node] | None = None
+) -> dict:
+    """{(node name, position): estimated m_patched}: m_base + (a_source - a_base) · ∂m/∂a, from one
+    forward and backward of the base run (a zero tensor added at each hook holds ∂m/∂a)."""
+    nodes = node_list(model) if nodes is None else nodes
+    base, source = _sides(pairs, mode)
+    hooks = sorted({n.hook for n in nodes})
+    _, src_cache = model.run_with_cache(
+        source.tokens, names_filter=hooks, pos_ids=position_ids(model, source)
+    )
+    acts: dict[str, torch.Tensor] = {}
+    leaves: dict[str, torch.Tensor] = {}
+
+    def keep(x, hook):
+        leaf = torch.zeros_like(x, requires_grad=True)
+        acts[hook.name], leaves[hook.name] = x.detach(), leaf
+        return x + leaf
+
+    with torch.enable_grad(), frozen(model):
+        m_base = logit_diff(_logits(model, base, pairs, [(h, keep) for h in hooks]), pairs)
+        grads = torch.autograd.grad(m_base, [leaves[h] for h in hooks], allow_unused=True)
+    grad = {
+        h: (g if g is not None else torch.zeros_like(leaves[h])) for h, g in zip(hooks, grads, strict=True)
+    }
+    out = {}
+    T = base.tokens.shape[1]
+    for node in nodes:
+        d = (src_cache[node.hook] - acts[node.hook]).double() * grad[node.hook].double()  # [batch, pos, ...]
+        if node.head is not None:
+            d = d[:, :, node.head]
+        per_pos = d.flatten(2).sum(-1).sum(0) if d.dim() > 2 else d.sum(0)  # [pos]
+        for p in range(T):
+            out[(node.name, p)] = float(m_base) + float(per_pos[p])
+    return out
+
+
+def patch_nodes(model: Transformer, pairs: Pairs, modes: list[str], exact: bool = True) -> list[dict]:
+    """Rows (mode, node, position, exact and attribution m_patched and effect) for every node."""
+    m_clean, m_corrupt = baselines(model, pairs)
+    rows = []
+    for mode in modes:
+        attr = attribution_node_patching(model, pairs, mode)
+        ex = exact_node_patching(model, pairs, mode) if exact else {}
+        for (name, p), a in attr.items():
+            e = ex.get((name, p))
+            rows.append(
+                {
+                    "mode": mode,
+                    "node": name,
+                    "position": p,
+                    "exact": e,
+                    "exact_effect": None if e is None else normalise(e, m_clean, m_corrupt, mode),
+                    "attribution": a,
+                    "attribution_effect": normalise(a, m_clean, m_corrupt, mode),
+                    "m_clean": m_clean,
+                    "m_corrupt": m_corrupt,
+                }
+            )
+    return rows
+
+
+def correlation(x: list[float], y: list[float]) -> float:
+    """Pearson correlation (nan when either side is constant)."""
+    a = torch.tensor(x, dtype=torch.float64)
+    b = torch.tensor(y, dtype=torch.float64)
+    a, b = a - a.mean(), b - b.mean()
+    den = (a.norm() * b.norm()).item()
+    return float((a @ b).item() / den) if den > 0 else float("nan")
