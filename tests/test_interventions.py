@@ -129,8 +129,11 @@ def test_graph_forward_equals_model_for_every_encoding():
             m = Transformer(cfg, seed=1)
             tok = torch.randint(0, 14, (5, 10), generator=torch.Generator().manual_seed(2))
             ids = torch.randint(0, 6, (5, 10)) if m.pos_embed.needs_ids else None
-            out = run_graph(m, build_graph(m), tok, ids).logits
+            g = build_graph(m)
+            out = run_graph(m, g, tok, ids).logits
             assert torch.allclose(out, m(tok, pos_ids=ids), atol=1e-5), (pos, ln, inj, attn_only)
+            some = run_graph(m, g, tok, ids, positions=[3, 7]).logits
+            assert torch.allclose(some, m(tok, positions=[3, 7], pos_ids=ids), atol=1e-5)
 
 
 def test_ablating_nothing_changes_nothing_and_resampling_itself_is_identity():

@@ -21,15 +21,13 @@ from grokscope.model import Transformer
 from grokscope.model.positional import position_ids
 
 
-def _at_loss(logits: torch.Tensor, pairs: Pairs) -> torch.Tensor:
-    return logits.index_select(1, torch.tensor(pairs.loss_positions, device=logits.device))
-
-
 @torch.no_grad()
 def source_outputs(model: Transformer, graph: Graph, pairs: Pairs, mode: str) -> torch.Tensor:
     """[n_senders, batch, pos, d_model]: every sender's output on the source side of `mode`."""
     _, source = _sides(pairs, mode)
-    return run_graph(model, graph, source.tokens, position_ids(model, source)).outputs
+    return run_graph(
+        model, graph, source.tokens, position_ids(model, source), positions=pairs.loss_positions
+    ).outputs
 
 
 @dataclass
@@ -47,16 +45,25 @@ def edge_attribution(
     graph = build_graph(model) if graph is None else graph
     base, source = _sides(pairs, mode)
     with torch.no_grad():
-        src = run_graph(model, graph, source.tokens, position_ids(model, source))
-    other, m_source = src.outputs, float(logit_diff(_at_loss(src.logits, pairs), pairs))
+        src = run_graph(
+            model, graph, source.tokens, position_ids(model, source), positions=pairs.loss_positions
+        )
+    other, m_source = src.outputs, float(logit_diff(src.logits, pairs))
     with torch.enable_grad(), frozen(model):
-        run = run_graph(model, graph, base.tokens, position_ids(model, base), grad_inputs=True)
-        m = logit_diff(_at_loss(run.logits, pairs), pairs)
+        run = run_graph(
+            model,
+            graph,
+            base.tokens,
+            position_ids(model, base),
+            grad_inputs=True,
+            positions=pairs.loss_positions,
+        )
+        m = logit_diff(run.logits, pairs)
         m.backward()
     grads = receiver_grads(graph, run).double()  # [R, batch, pos, d_model]
     delta = (other - run.outputs.detach()).double()  # [S, batch, pos, d_model]
     scores = torch.einsum("rbpd,sbpd->rs", grads, delta) * graph.weight.double().to(grads.device)
-    return EdgeScores(graph, scores.cpu(), float(m), m_source)
+    return EdgeScores(graph, scores.cpu(), float(m.detach()), m_source)
 
 
 @torch.no_grad()
@@ -71,8 +78,16 @@ def graph_metric(
     """The metric of the base run with the edges where `mask` is 0 fed from the source run."""
     base, _ = _sides(pairs, mode)
     other = source_outputs(model, graph, pairs, mode) if other is None else other
-    run = run_graph(model, graph, base.tokens, position_ids(model, base), other=other, mask=mask)
-    return float(logit_diff(_at_loss(run.logits, pairs), pairs))
+    run = run_graph(
+        model,
+        graph,
+        base.tokens,
+        position_ids(model, base),
+        other=other,
+        mask=mask,
+        positions=pairs.loss_positions,
+    )
+    return float(logit_diff(run.logits, pairs))
 
 
 @torch.no_grad()

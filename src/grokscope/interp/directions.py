@@ -32,16 +32,23 @@ def fourier_directions(
     return (basis @ W_E[:p].double().cpu()).float()
 
 
-def key_frequency_info(run, model) -> tuple[list[int], list[int], list[float]]:
-    """(key frequencies, each neuron's frequency, its fraction explained) of a modular run."""
+_KEY_CACHE: dict[str, tuple[list[int], list[int], list[float]]] = {}
+
+
+def key_frequency_info(run, model=None) -> tuple[list[int], list[int], list[float]]:
+    """(key frequencies, each neuron's frequency, its fraction explained) of a modular run: the
+    run's own, from its last checkpoint, whichever checkpoint is ablated (so one set of units is
+    followed across training)."""
     path = run.analysis_dir / "key_frequencies.json"
     if path.is_file():
         data = json.loads(path.read_text())
         return list(data["key_freqs"]), list(data["neuron_freq"]), list(data["neuron_frac"])
-    from grokscope.analysis.key_frequencies import model_key_frequencies
+    if str(run.path) not in _KEY_CACHE:
+        from grokscope.analysis.key_frequencies import model_key_frequencies
 
-    key = model_key_frequencies(model.cpu(), run.task)
-    return list(key.key_freqs), list(key.neuron_freq), list(key.neuron_frac)
+        key = model_key_frequencies(run.model(run.readable_steps()[-1]), run.task)
+        _KEY_CACHE[str(run.path)] = (list(key.key_freqs), list(key.neuron_freq), list(key.neuron_frac))
+    return _KEY_CACHE[str(run.path)]
 
 
 def _modular_only(run, what: str) -> None:
@@ -58,7 +65,7 @@ def parse_directions(spec: str, run, model, width: int, seed: int = 0) -> torch.
     if spec == "key_freqs" or spec.startswith("freqs:"):
         _modular_only(run, "key-frequency directions")
         if spec == "key_freqs":
-            freqs = key_frequency_info(run, model)[0]
+            freqs = key_frequency_info(run)[0]
         else:
             freqs = _ints(spec.split(":", 1)[1], "--directions freqs:K,...")
         d = fourier_directions(model.embed.W_E.detach(), run.task.p, freqs)
@@ -88,7 +95,7 @@ def parse_units(spec: str, run, model, what: str = "--neurons") -> list[int] | N
         return None
     if spec == "key" or spec.startswith("freq:"):
         _modular_only(run, "neurons of key frequencies")
-        keys, freq, frac = key_frequency_info(run, model)
+        keys, freq, frac = key_frequency_info(run)
         wanted = keys if spec == "key" else _ints(spec.split(":", 1)[1], f"{what} freq:K")
         from grokscope.analysis.options import THRESHOLD
 

@@ -86,7 +86,7 @@ def build_graph(model: Transformer) -> Graph:
 
 @dataclass
 class GraphRun:
-    logits: torch.Tensor  # [batch, pos, d_vocab_out]
+    logits: torch.Tensor  # [batch, pos (or len(positions)), d_vocab_out]
     outputs: torch.Tensor  # [n_senders, batch, pos, d_model]
     inputs: dict[int, torch.Tensor]  # receiver index -> its input [batch, pos, d_model] (with grad if asked)
 
@@ -99,8 +99,12 @@ def run_graph(
     other: torch.Tensor | None = None,  # [n_senders, batch, pos, d_model]: sender outputs on other inputs
     mask: torch.Tensor | None = None,  # [n_receivers, n_senders] in [0, 1]: 1 keeps the edge, 0 takes `other`
     grad_inputs: bool = False,
+    positions: list[int] | None = None,
 ) -> GraphRun:
-    """The forward pass with each receiver's input summed from its senders (see the module doc)."""
+    """The forward pass with each receiver's input summed from its senders (see the module doc).
+
+    With `positions` the logits are computed there alone, and so are the last block's queries and
+    MLP (all a loss there reads); the last block's outputs are zero at the other positions."""
     cfg = model.cfg
     B, T = tokens.shape
     H = cfg.n_heads
@@ -118,61 +122,86 @@ def run_graph(
     by_id = model._per_token_positions(pos_ids) if pe.needs_ids else None
     if by_id is not None:
         embed = embed + by_id
-    outs: list[torch.Tensor] = [embed]
+    S = len(graph.senders)
+    outs = embed.new_zeros(
+        (S, B, T, cfg.d_model)
+    )  # written in forward order; row n is ready at receiver time
+    outs[0] = embed
+    n_out = 1
     inputs: dict[int, torch.Tensor] = {}
     ids = pos_ids if pe.attends_ids else None
     all_pos = torch.arange(T, device=tokens.device)
+    out_pos = all_pos if positions is None else torch.as_tensor(positions, device=tokens.device)
     r = 0
 
-    def gather(rows: slice) -> torch.Tensor:  # [n_rows, batch, pos, d_model]
-        n = len(outs)
-        stack = torch.stack(outs)
-        x = torch.einsum("rs,sbpd->rbpd", keep[rows, :n], stack)
-        if swap is not None and other is not None:
-            x = x + torch.einsum("rs,sbpd->rbpd", swap[rows, :n], other[:n])
-        return x
+    def place(
+        rows: torch.Tensor, q_pos: torch.Tensor
+    ) -> torch.Tensor:  # [n, batch, q_pos, d] -> [n, batch, T, d]
+        if len(q_pos) == T:
+            return rows
+        return rows.new_zeros(rows.shape[0], B, T, rows.shape[-1]).index_copy(2, q_pos, rows)
 
-    for block in model.blocks:
+    def gather(rows: slice) -> torch.Tensor:  # [n_rows, batch, pos, d_model]
+        ready = outs[:n_out].flatten(1)
+        x = keep[rows, :n_out] @ ready
+        if swap is not None and other is not None:
+            x = x + swap[rows, :n_out] @ other[:n_out].flatten(1)
+        return x.view(-1, B, T, cfg.d_model)
+
+    n_blocks = len(model.blocks)
+    for layer, block in enumerate(model.blocks):
         attn = block.attn
+        q_pos = out_pos if layer == n_blocks - 1 else all_pos
         x = gather(slice(r, r + 3 * H))  # [3H, batch, pos, d_model], rows q k v per head
         if grad_inputs:
             x = _with_grad(x)
             for i in range(3 * H):
                 inputs[r + i] = x
         x = block.ln1(x).unflatten(0, (H, 3))  # [head, 3, batch, pos, d_model]
-        q = torch.einsum("hbpd,hde->bphe", x[:, 0], attn.W_Q)
+        q = torch.einsum("hbpd,hde->bphe", x[:, 0].index_select(2, q_pos), attn.W_Q)
         k = torch.einsum("hbpd,hde->bphe", x[:, 1], attn.W_K)
         v = torch.einsum("hbpd,hde->bphe", x[:, 2], attn.W_V)
         if attn.has_bias:
             q, k, v = q + attn.b_Q, k + attn.b_K, v + attn.b_V
-        q, k = pe.rotate(q, all_pos, ids), pe.rotate(k, all_pos, ids)
+        q_ids = None if ids is None else ids.index_select(1, q_pos)
+        q, k = pe.rotate(q, q_pos, q_ids), pe.rotate(k, all_pos, ids)
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(attn.d_head)
-        bias = pe.score_bias(all_pos, all_pos, ids, ids)
+        bias = pe.score_bias(q_pos, all_pos, q_ids, ids)
         if bias is not None:
             scores = scores + bias
-        causal = all_pos[None, :] > all_pos[:, None]
+        causal = all_pos[None, :] > q_pos[:, None]
         pattern = scores.masked_fill(causal, float("-inf")).softmax(dim=-1)
         z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-        head_out = torch.einsum("bqhe,hed->hbqd", z, attn.W_O)  # [head, batch, pos, d_model]
+        head_out = torch.einsum("bqhe,hed->hbqd", z, attn.W_O)  # [head, batch, q_pos, d_model]
         if attn.has_bias:
             head_out = head_out + attn.b_O / H
-        outs.extend(head_out.unbind(0))
+        head_out = place(head_out, q_pos)
+        if grad_inputs:  # autograd needs the outputs as values, not writes into one buffer
+            outs = torch.cat([outs[:n_out], head_out, outs[n_out + H :]])
+        else:
+            outs[n_out : n_out + H] = head_out
+        n_out += H
         r += 3 * H
         if graph.has_mlp:
             x = gather(slice(r, r + 1))[0]
             if grad_inputs:
                 x = _with_grad(x)
                 inputs[r] = x
-            outs.append(block.mlp(block.ln2(x)))
+            mlp_out = place(block.mlp(block.ln2(x.index_select(1, q_pos)))[None], q_pos)[0]
+            if grad_inputs:
+                outs = torch.cat([outs[:n_out], mlp_out[None], outs[n_out + 1 :]])
+            else:
+                outs[n_out] = mlp_out
+            n_out += 1
             r += 1
     x = gather(slice(r, r + 1))[0]
     if grad_inputs:
         x = _with_grad(x)
         inputs[r] = x
-    logits = model.ln_final(x) @ model.unembed.W_U
+    logits = model.ln_final(x.index_select(1, out_pos)) @ model.unembed.W_U
     if cfg.unembed_bias:
         logits = logits + model.unembed.b_U
-    return GraphRun(logits, torch.stack(outs), inputs)
+    return GraphRun(logits, outs, inputs)
 
 
 @contextmanager

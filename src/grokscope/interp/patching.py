@@ -52,11 +52,29 @@ def node_list(model: Transformer) -> list[Node]:
 
 
 def _logits(model: Transformer, batch: Batch, pairs: Pairs, hooks=()) -> torch.Tensor:
-    """[batch, n_loss, d_vocab_out] at the loss positions, every position computed (hooks see all)."""
-    pos = torch.tensor(pairs.loss_positions, device=batch.tokens.device)
+    """[batch, n_loss, d_vocab_out]. The last block runs at the loss positions only, so its hooks
+    after attention hold those positions alone (`_index` maps a position to its slot)."""
     with model.hooks(list(hooks)):
-        logits = model(batch.tokens, pos_ids=position_ids(model, batch))
-    return logits.index_select(1, pos)
+        return model(batch.tokens, positions=pairs.loss_positions, pos_ids=position_ids(model, batch))
+
+
+def _index(act: torch.Tensor, p: int, T: int, computed: list[int]) -> int | None:
+    """The slot of position p along dimension 1 of a hook's activation; None where the forward did
+    not compute it (a last-block hook at a position no loss reads: patching it changes nothing)."""
+    if act.shape[1] == T:
+        return p
+    return computed.index(p) if p in computed else None
+
+
+def _per_example(logits: torch.Tensor, pairs: Pairs) -> torch.Tensor:  # [batch] float64
+    """Each example's summed logit difference over its differing positions (`logit_diff` is their
+    total over the total weight)."""
+    x = logits.double()
+    d = (
+        x.gather(-1, pairs.clean_answer[..., None])[..., 0]
+        - x.gather(-1, pairs.corrupt_answer[..., None])[..., 0]
+    )
+    return (d * pairs.differs.double()).sum(1)
 
 
 def _sides(pairs: Pairs, mode: str) -> tuple[Batch, Batch]:
@@ -88,30 +106,56 @@ def baselines(model: Transformer, pairs: Pairs) -> tuple[float, float]:
 @torch.no_grad()
 def exact_node_patching(model: Transformer, pairs: Pairs, mode: str, nodes: list[Node] | None = None) -> dict:
     """{(node name, position): m_patched} with the source activation patched into the base run at
-    that node and position alone."""
+    that node and position alone (None past the last loss position, which no answer reads).
+
+    Only the examples whose source and base activations differ there are run again: the others'
+    logits are the base run's, so the metric is the same number for less work."""
     nodes = node_list(model) if nodes is None else nodes
     base, source = _sides(pairs, mode)
     hooks = sorted({n.hook for n in nodes})
-    _, cache = model.run_with_cache(source.tokens, names_filter=hooks, pos_ids=position_ids(model, source))
+    _, cache = model.run_with_cache(
+        source.tokens, names_filter=hooks, positions=pairs.loss_positions, pos_ids=position_ids(model, source)
+    )
+    base_logits, base_cache = model.run_with_cache(
+        base.tokens, names_filter=hooks, positions=pairs.loss_positions, pos_ids=position_ids(model, base)
+    )
+    d_base = _per_example(base_logits, pairs)
+    weight = pairs.differs.double().sum().clamp(min=1)
+    m_base = float(d_base.sum() / weight)
     T = base.tokens.shape[1]
-    last_loss = max(pairs.loss_positions)
+    computed = list(pairs.loss_positions)
     out = {}
     for node in nodes:
-        src = cache[node.hook]
+        src, act = cache[node.hook], base_cache[node.hook]
         for p in range(T):
-            if p > last_loss:  # causal: no later position reaches a loss position
+            if p > max(computed):  # causal: no later position reaches a loss position
                 out[(node.name, p)] = None
                 continue
+            i = _index(src, p, T, computed)
+            if i is None:
+                out[(node.name, p)] = m_base
+                continue
+            a, b = (
+                (src[:, i], act[:, i]) if node.head is None else (src[:, i, node.head], act[:, i, node.head])
+            )
+            changed = (a != b).flatten(1).any(1).nonzero()[:, 0]
+            if len(changed) == 0:
+                out[(node.name, p)] = m_base
+                continue
+            sub = pairs.select(changed)
+            part = base.select(changed)
+            patch_src = src[changed]
 
-            def patch(x, _hook, p=p, node=node, src=src):
+            def patch(x, _hook, i=i, node=node, patch_src=patch_src):
                 x = x.clone()
                 if node.head is None:
-                    x[:, p] = src[:, p]
+                    x[:, i] = patch_src[:, i]
                 else:
-                    x[:, p, node.head] = src[:, p, node.head]
+                    x[:, i, node.head] = patch_src[:, i, node.head]
                 return x
 
-            out[(node.name, p)] = float(logit_diff(_logits(model, base, pairs, [(node.hook, patch)]), pairs))
+            d_new = _per_example(_logits(model, part, sub, [(node.hook, patch)]), sub)
+            out[(node.name, p)] = float((d_base.sum() - d_base[changed].sum() + d_new.sum()) / weight)
     return out
 
 
@@ -124,7 +168,7 @@ def attribution_node_patching(
     base, source = _sides(pairs, mode)
     hooks = sorted({n.hook for n in nodes})
     _, src_cache = model.run_with_cache(
-        source.tokens, names_filter=hooks, pos_ids=position_ids(model, source)
+        source.tokens, names_filter=hooks, positions=pairs.loss_positions, pos_ids=position_ids(model, source)
     )
     acts: dict[str, torch.Tensor] = {}
     leaves: dict[str, torch.Tensor] = {}
@@ -135,20 +179,23 @@ def attribution_node_patching(
         return x + leaf
 
     with torch.enable_grad(), frozen(model):
-        m_base = logit_diff(_logits(model, base, pairs, [(h, keep) for h in hooks]), pairs)
-        grads = torch.autograd.grad(m_base, [leaves[h] for h in hooks], allow_unused=True)
+        m = logit_diff(_logits(model, base, pairs, [(h, keep) for h in hooks]), pairs)
+        grads = torch.autograd.grad(m, [leaves[h] for h in hooks], allow_unused=True)
+    m_base = float(m.detach())
     grad = {
         h: (g if g is not None else torch.zeros_like(leaves[h])) for h, g in zip(hooks, grads, strict=True)
     }
     out = {}
     T = base.tokens.shape[1]
+    computed = list(pairs.loss_positions)
     for node in nodes:
         d = (src_cache[node.hook] - acts[node.hook]).double() * grad[node.hook].double()  # [batch, pos, ...]
         if node.head is not None:
             d = d[:, :, node.head]
-        per_pos = d.flatten(2).sum(-1).sum(0) if d.dim() > 2 else d.sum(0)  # [pos]
+        per_pos = d.flatten(2).sum(-1).sum(0) if d.dim() > 2 else d.sum(0)
         for p in range(T):
-            out[(node.name, p)] = float(m_base) + float(per_pos[p])
+            i = _index(d, p, T, computed)
+            out[(node.name, p)] = m_base + (float(per_pos[i]) if i is not None else 0.0)
     return out
 
 
