@@ -218,6 +218,8 @@ def test_copy_head_circuit_recovered_exactly():
     assert effect[("L0H1", 1)] == pytest.approx(0.0, abs=1e-6)
     assert effect[("resid_pre0", 1)] == pytest.approx(0.0, abs=1e-6)  # the answer is not at position 1 yet
     assert effect[("resid_pre0", 0)] == pytest.approx(1.0, abs=1e-6)
+    flipped = {(r["node"], r["position"]): r["flipped"] for r in rows}
+    assert flipped[("L0H0", 1)] == 1.0 and flipped[("L0H1", 1)] == 0.0
 
 
 def test_induction_circuit_recovered_exactly():

@@ -174,7 +174,8 @@ def patch_run(run, o: PatchOptions) -> PatchResult:
         nodes = [{"step": step, **r} for r in patch_nodes(model, pairs, modes, exact=o.exact)]
         node_rows += nodes
         for mode in modes:
-            s = {"step": step, "mode": mode, "n_pairs": len(pairs)}
+            s = {"step": step, "mode": mode, "n_pairs": len(pairs), "m_clean": nodes[0]["m_clean"],
+                 "m_corrupt": nodes[0]["m_corrupt"]}  # fmt: skip
             got = [r for r in nodes if r["mode"] == mode and r["exact"] is not None]
             if got:
                 s["node_corr"] = correlation([r["exact"] for r in got], [r["attribution"] for r in got])
@@ -184,8 +185,6 @@ def patch_run(run, o: PatchOptions) -> PatchResult:
                 rows = edge_rows(g, es.scores, exact)
                 edge_out += [{"step": step, "mode": mode, **r} for r in rows]
                 s["edge_corr"] = correlation([r["exact"] for r in rows], [r["attribution"] for r in rows])
-                s["m_clean" if mode == "noising" else "m_corrupt"] = es.m_base
-                s["m_corrupt" if mode == "noising" else "m_clean"] = es.m_source
             summary.append(s)
     d = out_dir(run)
     merge_csv(d / "patching.csv", node_rows, ("step", "mode", "node", "position"))

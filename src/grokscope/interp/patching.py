@@ -6,7 +6,9 @@ clean answer carries what the corruption changed. Noising runs the clean input a
 corrupted activation: a node whose loss breaks the answer is needed. Either way the `effect` column
 is normalised so 1 means "this node alone carries all of the clean-corrupted logit difference":
 denoising (m_patched - m_corrupt) / (m_clean - m_corrupt), noising (m_clean - m_patched) /
-(m_clean - m_corrupt), with m the logit difference of `pairs.logit_diff` (float64).
+(m_clean - m_corrupt), with m the logit difference of `pairs.logit_diff` (float64). `flipped` is
+the share of differing answers that the patched run gives as the source's answer (does patching
+this node flip the answer digit?).
 
 Attribution patching (Nanda 2023; Syed et al. 2023) replaces the forward per node by the first-order
 estimate (a_source - a_base) · ∂m/∂a at the base input, for every node at once. On a model that is
@@ -103,10 +105,20 @@ def baselines(model: Transformer, pairs: Pairs) -> tuple[float, float]:
     )
 
 
+def _per_example_flips(logits: torch.Tensor, pairs: Pairs, mode: str) -> torch.Tensor:  # [batch] float64
+    """How many of each example's differing answer positions the run answers with the source's
+    answer (the clean one when denoising, the corrupted one when noising)."""
+    target = pairs.clean_answer if mode == "denoising" else pairs.corrupt_answer
+    return ((logits.argmax(-1) == target) & pairs.differs).double().sum(1)
+
+
 @torch.no_grad()
-def exact_node_patching(model: Transformer, pairs: Pairs, mode: str, nodes: list[Node] | None = None) -> dict:
+def exact_node_patching(
+    model: Transformer, pairs: Pairs, mode: str, nodes: list[Node] | None = None, flips: dict | None = None
+) -> dict:
     """{(node name, position): m_patched} with the source activation patched into the base run at
-    that node and position alone (None past the last loss position, which no answer reads).
+    that node and position alone (None past the last loss position, which no answer reads). With a
+    dict `flips`, it is filled with the share of differing answers that become the source's answer.
 
     Only the examples whose source and base activations differ there are run again: the others'
     logits are the base run's, so the metric is the same number for less work."""
@@ -120,8 +132,10 @@ def exact_node_patching(model: Transformer, pairs: Pairs, mode: str, nodes: list
         base.tokens, names_filter=hooks, positions=pairs.loss_positions, pos_ids=position_ids(model, base)
     )
     d_base = _per_example(base_logits, pairs)
+    f_base = _per_example_flips(base_logits, pairs, mode)
     weight = pairs.differs.double().sum().clamp(min=1)
     m_base = float(d_base.sum() / weight)
+    flips = {} if flips is None else flips
     T = base.tokens.shape[1]
     computed = list(pairs.loss_positions)
     out = {}
@@ -134,6 +148,7 @@ def exact_node_patching(model: Transformer, pairs: Pairs, mode: str, nodes: list
             i = _index(src, p, T, computed)
             if i is None:
                 out[(node.name, p)] = m_base
+                flips[(node.name, p)] = float(f_base.sum() / weight)
                 continue
             a, b = (
                 (src[:, i], act[:, i]) if node.head is None else (src[:, i, node.head], act[:, i, node.head])
@@ -141,6 +156,7 @@ def exact_node_patching(model: Transformer, pairs: Pairs, mode: str, nodes: list
             changed = (a != b).flatten(1).any(1).nonzero()[:, 0]
             if len(changed) == 0:
                 out[(node.name, p)] = m_base
+                flips[(node.name, p)] = float(f_base.sum() / weight)
                 continue
             sub = pairs.select(changed)
             part = base.select(changed)
@@ -154,8 +170,10 @@ def exact_node_patching(model: Transformer, pairs: Pairs, mode: str, nodes: list
                     x[:, i, node.head] = patch_src[:, i, node.head]
                 return x
 
-            d_new = _per_example(_logits(model, part, sub, [(node.hook, patch)]), sub)
+            logits = _logits(model, part, sub, [(node.hook, patch)])
+            d_new, f_new = _per_example(logits, sub), _per_example_flips(logits, sub, mode)
             out[(node.name, p)] = float((d_base.sum() - d_base[changed].sum() + d_new.sum()) / weight)
+            flips[(node.name, p)] = float((f_base.sum() - f_base[changed].sum() + f_new.sum()) / weight)
     return out
 
 
@@ -205,7 +223,8 @@ def patch_nodes(model: Transformer, pairs: Pairs, modes: list[str], exact: bool 
     rows = []
     for mode in modes:
         attr = attribution_node_patching(model, pairs, mode)
-        ex = exact_node_patching(model, pairs, mode) if exact else {}
+        flips: dict = {}
+        ex = exact_node_patching(model, pairs, mode, flips=flips) if exact else {}
         for (name, p), a in attr.items():
             e = ex.get((name, p))
             rows.append(
@@ -215,6 +234,7 @@ def patch_nodes(model: Transformer, pairs: Pairs, modes: list[str], exact: bool 
                     "position": p,
                     "exact": e,
                     "exact_effect": None if e is None else normalise(e, m_clean, m_corrupt, mode),
+                    "flipped": flips.get((name, p)),
                     "attribution": a,
                     "attribution_effect": normalise(a, m_clean, m_corrupt, mode),
                     "m_clean": m_clean,
