@@ -24,7 +24,7 @@ import torch
 from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.files import atomic_write_text
-from grokscope.interp.activations import parse_positions, parse_steps
+from grokscope.interp.activations import check_hooks, parse_positions, parse_steps
 from grokscope.interp.io import merge_csv
 from grokscope.interp.options import AblateOptions, CircuitOptions, InterventionOptions, PatchOptions
 from grokscope.interp.pairs import Pairs, make_pairs, read_pairs_jsonl
@@ -94,11 +94,8 @@ def ablate_run(run, o: AblateOptions) -> list[dict]:
     for step, model in run.models(_steps(run, o.step)):
         model = model.to(device)
         for hook in o.hook:
-            if hook not in model.hook_dict:
-                from grokscope.interp.activations import check_hooks
-
-                check_hooks(model, [hook])
-            width = _width(model, hook)
+            check_hooks(model, [hook])
+            width = _width(model, hook, _to(batch, device))
             part = Part(
                 hook,
                 heads=parse_units(o.heads, run, model, "--heads"),
@@ -126,15 +123,11 @@ def ablate_run(run, o: AblateOptions) -> list[dict]:
     return rows
 
 
-def _width(model, hook: str) -> int:
+def _width(model, hook: str, batch: Batch) -> int:
+    """The size of the hook's last dimension, from one example's forward."""
     from grokscope.interp.ablation import reference_activations
 
-    one = Batch(torch.zeros(1, model.cfg.n_ctx, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long),
-                torch.ones(1, 1, dtype=torch.bool), {})  # fmt: skip
-    try:
-        return int(reference_activations(model, one, hook).shape[-1])
-    except GrokscopeError:  # encodings that need per-token ids: ask the width of what the hook holds
-        return model.cfg.d_model
+    return int(reference_activations(model, batch.select(torch.arange(1)), hook).shape[-1])
 
 
 def _to(b: Batch, device) -> Batch:
