@@ -238,6 +238,34 @@ def test_induction_circuit_recovered_exactly():
     assert abs(effect[("L0H1", 3)]) < 1e-6 and abs(effect[("L1H1", 8)]) < 1e-6
 
 
+def test_fast_tail_patching_equals_the_full_forward():
+    """Last-block nodes patched by recomputing the block's tail at one position give the numbers
+    a full patched forward gives (layer norm, an MLP, two layers, two answer positions)."""
+    cfg = ModelConfig(
+        n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, layer_norm=True, unembed_bias=True,
+        pos="rope", d_vocab=8, d_vocab_out=8, n_ctx=4,
+    )  # fmt: skip
+    m = Transformer(cfg, seed=5).eval()
+    g = torch.Generator().manual_seed(1)
+    tok = torch.randint(0, 8, (30, 4), generator=g)
+    bad = tok.clone()
+    bad[:, 0] = (bad[:, 0] + 1) % 8
+    ans, other = tok[:, 1:3], (tok[:, 1:3] + 3) % 8
+    mask = all_true(ans)
+    p = Pairs(Batch(tok, ans, mask), Batch(bad, other, mask), ans, other, mask, [1, 2])
+    for mode in ("denoising", "noising"):
+        fa, fb = {}, {}
+        fast = exact_node_patching(m, p, mode, flips=fa)
+        slow = exact_node_patching(m, p, mode, flips=fb, fast=False)
+        assert fast.keys() == slow.keys() and fa.keys() == fb.keys()
+        for k, v in slow.items():
+            assert (v is None) == (fast[k] is None)
+            if v is not None:
+                assert fast[k] == pytest.approx(v, abs=1e-5), k
+                assert fa[k] == fb[k], k
+        assert len({round(v, 4) for v in slow.values() if v is not None}) > 5  # the patches do change things
+
+
 def test_normalise():
     assert normalise(2.0, 2.0, 0.0, "denoising") == 1.0
     assert normalise(0.0, 2.0, 0.0, "noising") == 1.0
