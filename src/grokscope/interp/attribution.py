@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grokscope.interp.graph import Graph, build_graph, frozen, receiver_grads, run_graph
+from grokscope.interp.graph import Graph, build_graph, edge_scores, frozen, run_graph
 from grokscope.interp.pairs import Pairs, logit_diff
 from grokscope.interp.patching import _sides
 from grokscope.model import Transformer
@@ -60,9 +60,7 @@ def edge_attribution(
         )
         m = logit_diff(run.logits, pairs)
         m.backward()
-    grads = receiver_grads(graph, run).double()  # [R, batch, pos, d_model]
-    delta = (other - run.outputs.detach()).double()  # [S, batch, pos, d_model]
-    scores = torch.einsum("rbpd,sbpd->rs", grads, delta) * graph.weight.double().to(grads.device)
+    scores = edge_scores(run, other - run.outputs.detach(), graph.weight)
     return EdgeScores(graph, scores.cpu(), float(m.detach()), m_source)
 
 

@@ -88,7 +88,7 @@ def build_graph(model: Transformer) -> Graph:
 class GraphRun:
     logits: torch.Tensor  # [batch, pos (or len(positions)), d_vocab_out]
     outputs: torch.Tensor  # [n_senders, batch, pos, d_model]
-    inputs: dict[int, torch.Tensor]  # receiver index -> its input [batch, pos, d_model] (with grad if asked)
+    inputs: dict[tuple[int, ...], torch.Tensor]  # receivers -> their inputs [n, batch, pos, d_model] (grad_inputs)
 
 
 def run_graph(
@@ -128,7 +128,7 @@ def run_graph(
     )  # written in forward order; row n is ready at receiver time
     outs[0] = embed
     n_out = 1
-    inputs: dict[int, torch.Tensor] = {}
+    inputs: dict[tuple[int, ...], torch.Tensor] = {}
     ids = pos_ids if pe.attends_ids else None
     all_pos = torch.arange(T, device=tokens.device)
     out_pos = all_pos if positions is None else torch.as_tensor(positions, device=tokens.device)
@@ -141,26 +141,31 @@ def run_graph(
             return rows
         return rows.new_zeros(rows.shape[0], B, T, rows.shape[-1]).index_copy(2, q_pos, rows)
 
-    def gather(rows: slice) -> torch.Tensor:  # [n_rows, batch, pos, d_model]
+    def gather(rows) -> torch.Tensor:  # [n_rows, batch, pos, d_model]
         ready = outs[:n_out].flatten(1)
         x = keep[rows, :n_out] @ ready
         if swap is not None and other is not None:
             x = x + swap[rows, :n_out] @ other[:n_out].flatten(1)
         return x.view(-1, B, T, cfg.d_model)
 
+    def held(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """x [len(rows), batch, pos, d_model] as the inputs of receivers `rows`, gradients kept."""
+        if grad_inputs:
+            x = _with_grad(x)
+            inputs[tuple(rows)] = x
+        return x
+
     n_blocks = len(model.blocks)
     for layer, block in enumerate(model.blocks):
         attn = block.attn
         q_pos = out_pos if layer == n_blocks - 1 else all_pos
-        x = gather(slice(r, r + 3 * H))  # [3H, batch, pos, d_model], rows q k v per head
-        if grad_inputs:
-            x = _with_grad(x)
-            for i in range(3 * H):
-                inputs[r + i] = x
-        x = block.ln1(x).unflatten(0, (H, 3))  # [head, 3, batch, pos, d_model]
-        q = torch.einsum("hbpd,hde->bphe", x[:, 0].index_select(2, q_pos), attn.W_Q)
-        k = torch.einsum("hbpd,hde->bphe", x[:, 1], attn.W_K)
-        v = torch.einsum("hbpd,hde->bphe", x[:, 2], attn.W_V)
+        xs = []
+        for which in range(3):  # receivers r + 3h + which: each head's q, k or v input [head, batch, pos, d_model]
+            rows = [r + 3 * h + which for h in range(H)]
+            xs.append(block.ln1(held(gather(rows), rows)))
+        q = torch.einsum("hbpd,hde->bphe", xs[0].index_select(2, q_pos), attn.W_Q)
+        k = torch.einsum("hbpd,hde->bphe", xs[1], attn.W_K)
+        v = torch.einsum("hbpd,hde->bphe", xs[2], attn.W_V)
         if attn.has_bias:
             q, k, v = q + attn.b_Q, k + attn.b_K, v + attn.b_V
         q_ids = None if ids is None else ids.index_select(1, q_pos)
@@ -183,10 +188,7 @@ def run_graph(
         n_out += H
         r += 3 * H
         if graph.has_mlp:
-            x = gather(slice(r, r + 1))[0]
-            if grad_inputs:
-                x = _with_grad(x)
-                inputs[r] = x
+            x = held(gather([r]), [r])[0]
             mlp_out = place(block.mlp(block.ln2(x.index_select(1, q_pos)))[None], q_pos)[0]
             if grad_inputs:
                 outs = torch.cat([outs[:n_out], mlp_out[None], outs[n_out + 1 :]])
@@ -194,10 +196,7 @@ def run_graph(
                 outs[n_out] = mlp_out
             n_out += 1
             r += 1
-    x = gather(slice(r, r + 1))[0]
-    if grad_inputs:
-        x = _with_grad(x)
-        inputs[r] = x
+    x = held(gather([r]), [r])[0]
     logits = model.ln_final(x.index_select(1, out_pos)) @ model.unembed.W_U
     if cfg.unembed_bias:
         logits = logits + model.unembed.b_U
@@ -227,17 +226,18 @@ def _with_grad(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def receiver_grads(graph: Graph, run: GraphRun) -> torch.Tensor:  # [n_receivers, batch, pos, d_model]
-    """Each receiver's input gradient, after `.backward()` on a metric of a `grad_inputs` run.
-
-    The q, k, v inputs of one layer's heads are one tensor; row i of it is receiver r0 + i."""
-    out = []
-    for r in range(len(graph.receivers)):
-        x = run.inputs[r]
-        g = x.grad if x.grad is not None else torch.zeros_like(x)
-        if x.dim() == 4:  # the layer's stacked [3H, batch, pos, d_model]
-            first = min(k for k, v in run.inputs.items() if v is x)
-            out.append(g[r - first])
-        else:
-            out.append(g)
-    return torch.stack(out)
+def edge_scores(run: GraphRun, delta: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """[n_receivers, n_senders] float64: weight[r, s] * sum over examples and positions of
+    delta_s · ∂m/∂input_r, after `.backward()` on a metric of a `grad_inputs` run. `delta`
+    [n_senders, batch, pos, d_model]. Each example's dot products are float32 (over pos x d_model),
+    their sum over examples float64."""
+    R, S = weight.shape
+    B = delta.shape[1]
+    d = delta.permute(1, 2, 3, 0).reshape(B, -1, S)  # [batch, pos*d_model, senders]
+    out = torch.zeros(R, S, dtype=torch.float64, device=delta.device)
+    for rows, x in run.inputs.items():
+        if x.grad is None:
+            continue
+        g = x.grad.permute(1, 0, 2, 3).reshape(B, len(rows), -1)  # [batch, rows, pos*d_model]
+        out[list(rows)] = torch.bmm(g, d).double().sum(0)
+    return out * weight.double().to(out.device)
