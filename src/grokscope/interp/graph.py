@@ -88,7 +88,9 @@ def build_graph(model: Transformer) -> Graph:
 class GraphRun:
     logits: torch.Tensor  # [batch, pos (or len(positions)), d_vocab_out]
     outputs: torch.Tensor  # [n_senders, batch, pos, d_model]
-    inputs: dict[tuple[int, ...], torch.Tensor]  # receivers -> their inputs [n, batch, pos, d_model] (grad_inputs)
+    inputs: dict[
+        tuple[int, ...], torch.Tensor
+    ]  # receivers -> their inputs [n, batch, pos, d_model] (grad_inputs)
 
 
 def run_graph(
@@ -148,6 +150,16 @@ def run_graph(
             x = x + swap[rows, :n_out] @ other[:n_out].flatten(1)
         return x.view(-1, B, T, cfg.d_model)
 
+    def same_rows(rows: list[int]) -> bool:
+        """Whether receivers `rows` read the same mix of senders (then they share one input)."""
+        k = keep[rows, :n_out]
+        if not bool((k == k[:1]).all()):
+            return False
+        if swap is None or other is None:
+            return True
+        w = swap[rows, :n_out]
+        return bool((w == w[:1]).all())
+
     def held(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
         """x [len(rows), batch, pos, d_model] as the inputs of receivers `rows`, gradients kept."""
         if grad_inputs:
@@ -159,13 +171,18 @@ def run_graph(
     for layer, block in enumerate(model.blocks):
         attn = block.attn
         q_pos = out_pos if layer == n_blocks - 1 else all_pos
-        xs = []
-        for which in range(3):  # receivers r + 3h + which: each head's q, k or v input [head, batch, pos, d_model]
-            rows = [r + 3 * h + which for h in range(H)]
-            xs.append(block.ln1(held(gather(rows), rows)))
-        q = torch.einsum("hbpd,hde->bphe", xs[0].index_select(2, q_pos), attn.W_Q)
-        k = torch.einsum("hbpd,hde->bphe", xs[1], attn.W_K)
-        v = torch.einsum("hbpd,hde->bphe", xs[2], attn.W_V)
+        qkv = []
+        for which, W in enumerate((attn.W_Q, attn.W_K, attn.W_V)):
+            rows = [r + 3 * h + which for h in range(H)]  # each head's q, k or v input
+            if not grad_inputs and same_rows(rows):  # one input for every head: one projection
+                x = block.ln1(gather(rows[:1])[0])  # [batch, pos, d_model]
+                x = x.index_select(1, q_pos) if which == 0 else x
+                qkv.append(torch.einsum("bpd,hde->bphe", x, W))
+            else:
+                x = block.ln1(held(gather(rows), rows))  # [head, batch, pos, d_model]
+                x = x.index_select(2, q_pos) if which == 0 else x
+                qkv.append(torch.einsum("hbpd,hde->bphe", x, W))
+        q, k, v = qkv
         if attn.has_bias:
             q, k, v = q + attn.b_Q, k + attn.b_K, v + attn.b_V
         q_ids = None if ids is None else ids.index_select(1, q_pos)
