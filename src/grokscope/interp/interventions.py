@@ -6,6 +6,8 @@ pairs, calls the library (ablation, patching, attribution, circuits), and writes
 
     ablation.csv             one row per (step, hook, part, method): loss, acc, exact and their change
     patching.csv             node patching: (step, mode, node, position) exact and attribution effect
+                             (this table, the edges', the curve and formation.csv hold the last
+                             invocation: one set of pairs; ablation.csv merges rows by their part)
     patching_edges.csv       edge attribution against exact edge patching, per (step, mode, edge)
     patching_summary.json    correlations of attribution with exact patching, the baselines
     circuit.json             the circuit (edges), its faithfulness and size, the random baseline
@@ -164,7 +166,10 @@ def patch_run(run, o: PatchOptions) -> PatchResult:
     steps = _steps(run, o.step)
     for step, model in run.models(steps):
         model = model.to(device)
-        nodes = [{"step": step, **r} for r in patch_nodes(model, pairs, modes, exact=o.exact)]
+        nodes = [
+            {"step": step, **r, "pairs": pairs.description}
+            for r in patch_nodes(model, pairs, modes, exact=o.exact)
+        ]
         node_rows += nodes
         for mode in modes:
             s = {"step": step, "mode": mode, "n_pairs": len(pairs), "m_clean": nodes[0]["m_clean"],
@@ -180,9 +185,10 @@ def patch_run(run, o: PatchOptions) -> PatchResult:
                 s["edge_corr"] = correlation([r["exact"] for r in rows], [r["attribution"] for r in rows])
             summary.append(s)
     d = out_dir(run)
-    merge_csv(d / "patching.csv", node_rows, ("step", "mode", "node", "position"))
+    # one invocation is one experiment (one set of pairs): its tables replace the previous ones
+    merge_csv(d / "patching.csv", node_rows, key=())
     if edge_out:
-        merge_csv(d / "patching_edges.csv", edge_out, ("step", "mode", "edge"))
+        merge_csv(d / "patching_edges.csv", edge_out, key=())
     atomic_write_text(
         d / "patching_summary.json", json.dumps({"pairs": pairs.description, "rows": summary}, indent=1)
     )
@@ -207,7 +213,7 @@ def circuit_run(run, o: CircuitOptions):
                "prune": o.prune, **c.summary(), "senders": c.graph.senders, "receivers": c.graph.receivers,
                "scores": {c.graph.edge_name(r, s): float(c.scores[r, s]) for r, s in c.graph.edges}}  # fmt: skip
     atomic_write_text(d / "circuit.json", json.dumps(summary, indent=1))
-    merge_csv(d / "circuit_curve.csv", [{"step": step, **r} for r in c.curve], ("step", "size"))
+    merge_csv(d / "circuit_curve.csv", [{"step": step, **r} for r in c.curve], key=())  # replaces the last
     formation = formation_run(run, o, pairs, device) if o.all_checkpoints else None
     return c, summary, formation
 
@@ -240,7 +246,7 @@ def formation_run(
                 }
             )
     d = out_dir(run)
-    merge_csv(d / "formation.csv", rows, ("step", "kind", "name"))
+    merge_csv(d / "formation.csv", rows, key=())  # replaces the last
     atomic_write_text(d / "formation_phases.json", json.dumps(run_phase_spans(run), indent=1))
     return rows
 
