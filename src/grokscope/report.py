@@ -331,6 +331,20 @@ section_addition = study_section(
 )
 
 
+section_interventions = study_section(
+    "interventions",
+    "Interventions: what the model uses",
+    "What <code>grokscope ablate</code>, <code>patch</code> and <code>circuit</code> measured: the loss "
+    "when part of a hook is ablated, against random parts of the same size; which nodes and edges carry "
+    "the clean-corrupted logit difference of counterfactual pairs; the edge circuit that keeps it, and how "
+    "the components' attribution forms over training.",
+    tables=(
+        ("analysis/interventions/ablation.csv", "Ablations"),
+        ("analysis/interventions/circuit_curve.csv", "Circuit faithfulness against size"),
+    ),
+)
+
+
 # ---------------------------------------------------------------------------- sweep sections
 def section_sweep_overview(ctx: ReportContext) -> str | None:
     manifest = json.loads((ctx.path / "sweep.json").read_text() or "{}")
@@ -401,6 +415,7 @@ for _order, (_name, _build, _kind) in enumerate(
         ("phases", section_phases, RUN),
         ("progress_figures", section_progress_figures, RUN),
         ("interp", section_interp, RUN),
+        ("interventions", section_interventions, RUN),
         ("addition", section_addition, RUN),
         ("sweep", section_sweep_overview, SWEEP),
         ("sweeps", section_sweeps, SWEEP),

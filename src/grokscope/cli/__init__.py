@@ -1,7 +1,7 @@
 """`grokscope <verb>`: a thin shell over the Python API. User errors print one line, no traceback.
 
-One module per family of verbs (train, analysis, evaluation, interp, lengths, sweep, imports); each handler
-parses, calls one library function with an options dataclass, saves and prints a summary. The
+One module per family of verbs (train, analysis, evaluation, interp, interventions, lengths, sweep,
+imports); each handler parses, calls one library function with an options dataclass, saves and prints a summary. The
 library never imports this package."""
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _verb_families() -> list[Callable]:
     """One module per family of verbs; each `register(sub)` adds its parsers."""
-    from grokscope.cli import analysis, evaluation, imports, interp, lengths, sweep, train
+    from grokscope.cli import analysis, evaluation, imports, interp, interventions, lengths, sweep, train
 
     return [
         train.register,
         analysis.register,
         sweep.register,
         interp.register,
+        interventions.register,
         evaluation.register,
         lengths.register,
         imports.register,

@@ -7,6 +7,7 @@ figures/spec.py      FigureSpec (name, title, explanation, study, input files, o
 figures/progress.py  the progress measures of Nanda et al. (2023) of a modular-arithmetic run
 figures/stability.py softmax collapse, NLM cosine, logit norm (Prieto et al. 2025): a run, a sweep
 figures/interp.py    probes, lenses, PCA, embedding-space views
+figures/interventions.py  patching heatmaps, the discovered circuit, circuit formation over checkpoints
 figures/addition.py  accuracy by operand length, loss per answer position, spread over seeds
 figures/lengths.py   the length-generalization study's heatmaps and curves
 figures/sweeps.py    a sweep's summary column against a swept override
@@ -23,7 +24,7 @@ write_figures("runs/tiny")           # every figure whose input files exist, mad
 
 from __future__ import annotations
 
-from grokscope.figures import addition, interp, lengths, progress, stability, sweeps
+from grokscope.figures import addition, interp, interventions, lengths, progress, stability, sweeps
 from grokscope.figures.progress import write_progress_figures
 from grokscope.figures.render import figure_png, new_figure, save_gif, save_png
 from grokscope.figures.spec import (
@@ -38,7 +39,7 @@ from grokscope.figures.spec import (
 )
 
 #: the study modules, in STUDIES order (importing them registers their figures)
-STUDY_MODULES = (progress, stability, interp, addition, lengths, sweeps)
+STUDY_MODULES = (progress, stability, interp, interventions, addition, lengths, sweeps)
 
 __all__ = [
     "STUDIES",

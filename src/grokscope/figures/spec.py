@@ -15,7 +15,7 @@ from grokscope.figures.render import save_png
 from grokscope.registry import FIGURES
 
 #: the studies, in the order the report shows them
-STUDIES = ("progress", "interp", "addition", "lengths", "sweeps")
+STUDIES = ("progress", "interp", "interventions", "addition", "lengths", "sweeps")
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,79 @@ class EmbspaceOptions:
     """Checkpoint: 'last' or a step."""
     neurons: int = 32
     """Neurons shown (largest output norms)."""
+
+
+@dataclass
+class InterventionOptions:
+    """Which checkpoint, examples and counterfactual pairs an intervention reads."""
+
+    step: str = "last"
+    """Checkpoint: 'last' or a step (patch and circuit: also a comma list)."""
+    set_name: str = "test"
+    """Example set the examples (and the clean side of pairs) come from (train, test, ...)."""
+    n: int = 1000
+    """Cap on the examples (pairs) used."""
+    pairs: str = ""
+    """A JSONL file of your own pairs: {"clean": [...], "corrupt": [...]} per line."""
+    operand: str = field(default="a", metadata={"choices": ("a", "b")})
+    """Pairs: the operand changed (modular and addition)."""
+    column: int = -1
+    """Pairs (addition): the operand column changed, 0 = units; -1 = a random one."""
+    carry_column: int = -1
+    """Pairs (addition): the column whose incoming carry --carry-flip controls; -1 = the one above."""
+    carry_flip: str = field(default="any", metadata={"choices": ("any", "yes", "no")})
+    """Pairs (addition): the carry into --carry-column must flip (yes), must not (no), or either."""
+    seed: int = 0
+    """Seed of the pairs, reference draws and random controls."""
+    device: str = "cpu"
+    """where the model runs: auto, cpu, cuda, cuda:N, mps"""
+
+
+@dataclass
+class AblateOptions(InterventionOptions):
+    """`ablate`: replace part of a hook's activation; change in loss, accuracy and exact match."""
+
+    hook: list[str] = field(default_factory=list)
+    """Hook to ablate (repeat for several, each ablated alone), e.g. blocks.0.attn.hook_z."""
+    heads: str = ""
+    """Heads to ablate (comma list); default all."""
+    neurons: str = ""
+    """Last-dimension units (neurons): comma list, 'key' or 'freq:K' (modular); default all."""
+    positions: str = "all"
+    """Positions ablated: 'all', 'loss' or a comma list."""
+    directions: str = ""
+    """Ablate a subspace: key_freqs, freqs:K,..., random:K or file:PATH (safetensors 'directions')."""
+    method: str = field(default="mean", metadata={"choices": ("zero", "mean", "resample")})
+    """Replacement: zero, mean over --reference, or resampled from --reference."""
+    reference: str = "train"
+    """Example set for mean and resample ablation."""
+    controls: int = 5
+    """Random parts of the same size ablated as a baseline (0: none)."""
+
+
+@dataclass
+class PatchOptions(InterventionOptions):
+    """`patch`: activation patching (exact) and attribution patching over nodes and edges."""
+
+    mode: str = field(default="both", metadata={"choices": ("denoising", "noising", "both")})
+    """Denoising: clean into corrupted; noising: corrupted into clean."""
+    exact: bool = True
+    """Exact node patching at every (component, position) (attribution is always computed)."""
+    edges: bool = True
+    """Edge attribution, checked against exact edge patching."""
+
+
+@dataclass
+class CircuitOptions(InterventionOptions):
+    """`circuit`: edge-level circuit discovery (attribution ranking, then ACDC-style pruning)."""
+
+    threshold: float = 0.9
+    """Faithfulness the circuit must keep (fraction of the clean-corrupt logit difference)."""
+    prune: bool = True
+    """After ranking, try removing each kept edge and keep it out if faithfulness stays."""
+    random_circuits: int = 5
+    """Random circuits of the same size drawn as a baseline."""
+    all_checkpoints: bool = False
+    """Node and edge attribution scores at every checkpoint (circuit formation), with the figure."""
+    max_checkpoints: int = 200
+    """Cap on the checkpoints read by --all-checkpoints (evenly spaced)."""
