@@ -97,7 +97,7 @@ def ablate_run(run, o: AblateOptions) -> list[dict]:
         model = model.to(device)
         for hook in o.hook:
             check_hooks(model, [hook])
-            width = _width(model, hook, _to(batch, device))
+            width = _width(model, hook, batch.to(device))
             part = Part(
                 hook,
                 heads=parse_units(o.heads, run, model, "--heads"),
@@ -107,11 +107,11 @@ def ablate_run(run, o: AblateOptions) -> list[dict]:
             )
             res = ablate(
                 model,
-                _to(batch, device),
+                batch.to(device),
                 run.task.loss_positions,
                 part,
                 o.method,
-                _to(ref, device),
+                ref.to(device),
                 o.controls,
                 o.seed,
             )
@@ -130,15 +130,6 @@ def _width(model, hook: str, batch: Batch) -> int:
     from grokscope.interp.ablation import reference_activations
 
     return int(reference_activations(model, batch.select(torch.arange(1)), hook).shape[-1])
-
-
-def _to(b: Batch, device) -> Batch:
-    return Batch(
-        b.tokens.to(device),
-        b.targets.to(device),
-        b.mask.to(device),
-        {k: v.to(device) for k, v in b.meta.items()},
-    )
 
 
 # ----------------------------------------------------------------------------- patch
