@@ -9,7 +9,13 @@ is left is the steady training step. Evaluation is switched off in both arms (th
 replaced by {"step": s}): it is the same per-model scorer in both and would only add noise here.
 Prints one row per (workload, N) with the ratio.
 
+`--steady` measures instead the training step alone, in one process, alternating the two arms
+`--repeat` times and taking each arm's median (robust on a shared, loaded machine): the stacked
+step (each model's batch, the stacked forward and backward, each model's optimizer update) against
+N single-model steps (batch, forward, backward, update: the single trainer's code).
+
 Run: python benchmarks/bench_stacked.py [--threads 1] [--n 1 8 32] [--s1 4 --s2 14] [--mode auto]
+     python benchmarks/bench_stacked.py --steady [--repeat 7]
 """
 
 from __future__ import annotations
@@ -60,6 +66,46 @@ def time_sequential(preset, extra, n, steps, root: Path) -> float:
     return time.perf_counter() - t
 
 
+def steady_rates(preset, extra, n, mode, repeat) -> tuple[str, float, float]:
+    """(mode, stacked, sequential) model-steps/s of the bare training step, medians over `repeat`."""
+    import statistics
+
+    from grokscope.model.positional import offset_generator, position_ids
+    from grokscope.run import build
+    from grokscope.train.loop import Trainer
+    from grokscope.train.optim import lr_at
+    from grokscope.train.stacked import StackedTrainer
+
+    trainers = [Trainer(None, c, *build(c)) for c in configs(preset, extra, n, 1000)]
+    stacked = StackedTrainer(trainers, mode=mode if n > 1 else "loop")
+    single = StackedTrainer(trainers, mode="loop")
+
+    def step(st: StackedTrainer, s: int) -> None:
+        batches, ids = [], []
+        for t in trainers:
+            for group in t.optimizer.param_groups:
+                group["lr"] = lr_at(s, t.cfg)
+            b = t.task.train_batch(s, t.cfg.batch_size, t.config.seed)
+            batches.append(b)
+            ids.append(position_ids(t.model, b, offset_generator(t.config.seed, s)))
+        grads = (st._grads_vmap if st.mode == "vmap" else st._grads_loop)(trainers, batches, ids)
+        for t, g in zip(trainers, grads, strict=True):
+            t._update(g[3])
+
+    times: dict[str, list[float]] = {"stacked": [], "sequential": []}
+    s = 0
+    for _ in range(repeat + 1):  # the first round warms up
+        for arm, st in (("stacked", stacked), ("sequential", single)):
+            st._restack(trainers)
+            t0 = time.perf_counter()
+            step(st, s)
+            times[arm].append(time.perf_counter() - t0)
+            st._restack([])
+            s += 1
+    med = {arm: statistics.median(v[1:]) for arm, v in times.items()}
+    return stacked.mode, n / med["stacked"], n / med["sequential"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
@@ -68,13 +114,18 @@ def main() -> None:
     ap.add_argument("--s2", type=int, default=14)
     ap.add_argument("--mode", default="auto", choices=("auto", "vmap", "loop"))
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--steady", action="store_true", help="the bare training step, arms alternated")
+    ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from grokscope.train.loop import Trainer
 
     Trainer._metrics_row = lambda self, step, *a, **k: {"step": step}  # both arms: no evaluation
     print(f"torch {torch.__version__}, {args.threads} thread(s), load average {os.getloadavg()}")
-    print(f"rate = N * ({args.s2} - {args.s1}) steps / (T({args.s2}) - T({args.s1})), model-steps/s")
+    if args.steady:
+        print(f"rate = N / median step time over {args.repeat} alternated rounds, model-steps/s")
+    else:
+        print(f"rate = N * ({args.s2} - {args.s1}) steps / (T({args.s2}) - T({args.s1})), model-steps/s")
     header = f"{'workload':<34} {'N':>3} {'mode':>5} {'stacked':>9} {'sequential':>11} {'ratio':>6}"
     print(header)
     print("-" * len(header))
@@ -83,6 +134,13 @@ def main() -> None:
         time_sequential("tiny", [], 1, 2, root)  # imports and first-call costs out of the way
         for label, (preset, extra) in ((k, WORKLOADS[k]) for k in args.workloads):
             for n in args.n:
+                if args.steady:
+                    mode, r_st, r_sq = steady_rates(preset, extra, n, args.mode, args.repeat)
+                    print(
+                        f"{label:<34} {n:>3} {mode:>5} {r_st:>9.1f} {r_sq:>11.1f} {r_st / r_sq:>6.2f}",
+                        flush=True,
+                    )
+                    continue
                 from grokscope.run import build
 
                 probe = [Trainer(None, c, *build(c)) for c in configs(preset, extra, min(n, 2), 1)]
