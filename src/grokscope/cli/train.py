@@ -23,7 +23,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _config_from_args(args.config, args.set, args.steps, args.device)
     if args.seeds is not None:
-        from grokscope.devices import resolve_device
         from grokscope.train.stacked import parse_seeds, seed_configs, seed_folders, train_stacked
 
         configs = seed_configs(config, parse_seeds(args.seeds))
@@ -33,7 +32,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.overwrite,
             not args.quiet,
             args.stack_mode,
-            device=resolve_device(config.train.device),
         )
         for result in results:
             _print_result(result)
@@ -51,7 +49,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         from grokscope.train.stacked import resume_stacked
 
         results = resume_stacked(
-            args.dir, args.steps, not args.quiet, args.accept_config_change, args.stack_mode
+            args.dir, args.steps, not args.quiet, args.accept_config_change, args.stack_mode, args.device
         )
         for result in results:
             _print_result(result)

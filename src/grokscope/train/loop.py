@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from grokscope.config import RunConfig, dumps_toml
-from grokscope.devices import Precision, describe, resolve_device, resolve_precision
+from grokscope.devices import describe, resolve_device, resolve_precision
 from grokscope.errors import GrokscopeError
 from grokscope.files import atomic_write_text
 from grokscope.model import Transformer
@@ -45,7 +45,6 @@ class TrainResult:
 def train(config: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Create a run folder at `out` and train `config` in it, on `config.train.device`."""
     device = resolve_device(config.train.device)  # an absent device is refused before any write
-    precision = resolve_precision(config.train.precision, device)
     task, model = build(config)
     build_optimizer(list(model.parameters()), config.train)  # every setting is usable before any write
     run = Run.create(
@@ -53,13 +52,15 @@ def train(config: RunConfig, out: str | Path, overwrite: bool = False, progress:
         config,
         task.split_arrays(),
         overwrite=overwrite,
-        trained_with=_trained_with(0, device, precision),
+        trained_with=trained_with_entry(0, device, config),
     )
     with run.lock():
         return Trainer(run, config, task, model, device).run(progress=progress)
 
 
-def _trained_with(step: int, device: torch.device, precision: Precision) -> dict[str, Any]:
+def trained_with_entry(step: int, device: torch.device, config: RunConfig) -> dict[str, Any]:
+    """The `[meta] trained_with` entry of training `config` on `device` from `step`."""
+    precision = resolve_precision(config.train.precision, device)
     return {"from_step": step, "device": describe(device), "precision": precision.used}
 
 
@@ -197,7 +198,7 @@ def _check_config_unchanged(run: Run, info: dict[str, Any], accept: bool, step: 
 def _note_other_hardware(run: Run, info: dict[str, Any], trainer: Trainer) -> None:
     """Say so when the state was saved on another device or precision (the resume is then not
     bit-exact), and record what this stretch of training runs on."""
-    now = _trained_with(trainer.step, trainer.device, trainer.precision)
+    now = trained_with_entry(trainer.step, trainer.device, trainer.config)
     saved = {k: info[k] for k in ("device", "precision") if k in info}
     if saved and saved != {k: now[k] for k in saved}:
         was = ", ".join(f"{v}" for v in saved.values())

@@ -40,10 +40,11 @@ import torch
 from torch.func import functional_call, vmap
 
 from grokscope.config import RunConfig
+from grokscope.devices import resolve_device
 from grokscope.errors import GrokscopeError
 from grokscope.model.positional import offset_generator, position_ids
 from grokscope.run import Run, build
-from grokscope.scoring import autocast, loss_and_stats
+from grokscope.scoring import loss_and_stats
 from grokscope.tasks.base import Batch
 from grokscope.train.loop import (
     Interrupted,
@@ -52,6 +53,7 @@ from grokscope.train.loop import (
     _catch_signals,
     _postfix,
     prepare_resume,
+    trained_with_entry,
     weight_settings,
 )
 from grokscope.train.optim import build_optimizer, lr_at
@@ -163,7 +165,7 @@ def train_stacked(
     overwrite: bool = False,
     progress: bool = True,
     mode: str = "auto",
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> list[TrainResult]:
     """Create one run folder per config (`outs[i]` for `configs[i]`) and train them stacked."""
     if len(configs) != len(outs):
@@ -171,31 +173,33 @@ def train_stacked(
     if len({Path(o).resolve() for o in outs}) != len(outs):
         raise GrokscopeError("two stacked configs would write the same run folder; give each its own --out")
     check_stackable(configs)
+    dev = _device(device, configs)  # an absent device is refused before any write
     built = []
     for config in configs:
         task, model = build(config)
         build_optimizer(list(model.parameters()), config.train)  # every setting usable before any write
         built.append((config, task, model))
     runs = [
-        Run.create(out, c, t.split_arrays(), overwrite=overwrite)
+        Run.create(out, c, t.split_arrays(), overwrite=overwrite, trained_with=trained_with_entry(0, dev, c))
         for out, (c, t, _) in zip(outs, built, strict=True)
     ]
     with contextlib.ExitStack() as locks:
         for run in runs:
             locks.enter_context(run.lock())
-        trainers = [Trainer(run, c, t, m) for run, (c, t, m) in zip(runs, built, strict=True)]
-        return StackedTrainer(trainers, mode=mode, device=device).run(progress=progress)
+        trainers = [Trainer(run, c, t, m, dev) for run, (c, t, m) in zip(runs, built, strict=True)]
+        return StackedTrainer(trainers, mode=mode, device=dev).run(progress=progress)
 
 
 def train_or_resume_stacked(
     pairs: Sequence[tuple[str | Path, RunConfig]],
     progress: bool = False,
     mode: str = "auto",
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> list[TrainResult]:
     """A sweep's pack: each (folder, config) is trained from scratch where the folder holds no run
     yet and resumed from its state where it does; all of them stacked in this process."""
     check_stackable([c for _, c in pairs])
+    dev = _device(device, [c for _, c in pairs])
     built: dict[int, tuple[RunConfig, Any, Any]] = {}
     for i, (out, config) in enumerate(pairs):
         if not (Path(out) / "config.toml").is_file():
@@ -203,7 +207,11 @@ def train_or_resume_stacked(
             build_optimizer(list(model.parameters()), config.train)
             built[i] = (config, task, model)
     runs = [
-        Run.create(out, built[i][0], built[i][1].split_arrays()) if i in built else Run.open(out)
+        Run.create(
+            out, built[i][0], built[i][1].split_arrays(), trained_with=trained_with_entry(0, dev, built[i][0])
+        )
+        if i in built
+        else Run.open(out)
         for i, (out, _) in enumerate(pairs)
     ]
     check_stackable([r.config for r in runs])
@@ -211,13 +219,15 @@ def train_or_resume_stacked(
         for run in runs:
             locks.enter_context(run.lock())
         prepared = [
-            Trainer(run, *built[i]) if i in built else prepare_resume(run, None, False)
+            Trainer(run, *built[i], dev) if i in built else prepare_resume(run, None, False, str(dev))
             for i, run in enumerate(runs)
         ]
-        return _run_prepared(prepared, progress, mode, device)
+        return _run_prepared(prepared, progress, mode, dev)
 
 
-def _run_prepared(prepared: list, progress: bool, mode: str, device: torch.device | str) -> list[TrainResult]:
+def _run_prepared(
+    prepared: list, progress: bool, mode: str, device: torch.device | str | None
+) -> list[TrainResult]:
     """Train the `Trainer`s among `prepared` stacked; the `TrainResult`s (finished runs) pass through."""
     trainers = [p for p in prepared if isinstance(p, Trainer)]
     results = {id(p): p for p in prepared if isinstance(p, TrainResult)}
@@ -234,18 +244,24 @@ def resume_stacked(
     progress: bool = True,
     accept_config_change: bool = False,
     mode: str = "auto",
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> list[TrainResult]:
     """Continue the run folders in `paths` stacked, each from its last state (as `resume` does)."""
     runs = [Run.open(p) for p in paths]
     if len({r.path.resolve() for r in runs}) != len(runs):
         raise GrokscopeError("the same run folder is named twice; give each folder once")
     check_stackable([r.config for r in runs])
+    dev = _device(device, [r.config for r in runs])
     with contextlib.ExitStack() as locks:
         for run in runs:
             locks.enter_context(run.lock())
-        prepared = [prepare_resume(run, steps, accept_config_change) for run in runs]
-        return _run_prepared(prepared, progress, mode, device)
+        prepared = [prepare_resume(run, steps, accept_config_change, str(dev)) for run in runs]
+        return _run_prepared(prepared, progress, mode, dev)
+
+
+def _device(device: torch.device | str | None, configs: Sequence[RunConfig]) -> torch.device:
+    """The stack's device: `device` when given, else the configs' `train.device` (equal in a stack)."""
+    return resolve_device(configs[0].train.device if device is None else str(device))
 
 
 class StackedTrainer:
@@ -256,15 +272,19 @@ class StackedTrainer:
     #: steps, 8 at a time faster; benchmarks/bench_stacked.py)
     vmap_chunk: int = 8
 
-    def __init__(self, trainers: Sequence[Trainer], mode: str = "auto", device: torch.device | str = "cpu"):
+    def __init__(
+        self, trainers: Sequence[Trainer], mode: str = "auto", device: torch.device | str | None = None
+    ):
         if not trainers:
             raise GrokscopeError("nothing to stack: give at least one model")
         check_stackable([t.config for t in trainers])
         self.trainers = list(trainers)
         self.mode = choose_mode(mode, self.trainers)
-        self.device = torch.device(device)
+        # the trainers' own device (train.device is equal across a stack) unless one is given
+        self.device = self.trainers[0].device if device is None else torch.device(device)
         for t in self.trainers:
             t.model.to(self.device)
+            t.device = self.device
         self._stop_signal: str | None = None
         self._base: torch.nn.Module | None = None  # the module vmap calls with each model's weights
         self._stack: dict[str, torch.Tensor] = {}  # name -> [model ...], the live models' weights
@@ -308,7 +328,6 @@ class StackedTrainer:
         self, first: int, live: list[Trainer], batches: list[Batch], pos_ids: list[torch.Tensor | None]
     ) -> list[tuple[torch.Tensor, dict[str, Any], torch.Tensor, bool]]:
         """`_grads_vmap` for the models `first .. first + len(live)` of the stack."""
-        cfg = live[0].cfg
         positions = live[0].task.loss_positions
         longest = max(len(b) for b in batches)
         tokens = torch.stack([_pad(b.tokens, longest) for b in batches]).to(self.device)  # [model batch pos]
@@ -322,7 +341,7 @@ class StackedTrainer:
         def one(params, tok, pid):
             return functional_call(base, params, (tok,), {"positions": positions, "pos_ids": pid})
 
-        with autocast(cfg.precision):
+        with live[0].precision.context(self.device):  # train.precision is equal across a stack
             logits = vmap(one, in_dims=(0, 0, None if ids is None else 0))(leaves, tokens, ids)
         # logits: [model batch n_loss d_vocab_out]
         out = []
@@ -331,7 +350,7 @@ class StackedTrainer:
         # give each model a full-size zero-filled gradient, O(models^2) memory traffic)
         for t, b, per_model in zip(live, batches, logits.unbind(0), strict=True):
             lj = per_model[: len(b)]
-            loss, stats = loss_and_stats(lj, _on(b, self.device), t.cfg.loss, t.cfg.loss_precision)
+            loss, stats = loss_and_stats(lj, b.to(self.device), t.cfg.loss, t.cfg.loss_precision)
             ok = bool(torch.isfinite(loss))
             if ok:
                 total = loss if total is None else total + loss
@@ -359,8 +378,9 @@ class StackedTrainer:
         """The same as `_grads_vmap`, one model after another (exactly the single trainer's step)."""
         out = []
         for t, b, pid in zip(live, batches, pos_ids, strict=True):
-            b = _on(b, self.device)
-            with autocast(t.cfg.precision):
+            b = b.to(self.device)
+            pid = None if pid is None else pid.to(self.device)
+            with t.precision.context(self.device):
                 logits = t.model(b.tokens, positions=t.task.loss_positions, pos_ids=pid)
             loss, stats = loss_and_stats(logits, b, t.cfg.loss, t.cfg.loss_precision)
             out.append((loss, stats, logits, t._backward(loss)))
@@ -372,7 +392,7 @@ class StackedTrainer:
         cfg0 = trainers[0].cfg
         if cfg0.threads:
             torch.set_num_threads(cfg0.threads)
-        evals = {id(t): {k: _on(b, self.device) for k, b in t.task.eval_sets().items()} for t in trainers}
+        evals = {id(t): {k: b.to(self.device) for k, b in t.task.eval_sets().items()} for t in trainers}
         raw_evals = {id(t): t.task.eval_sets() for t in trainers}
         now = time.perf_counter()
         started = {id(t): now - t.elapsed_s for t in trainers}
@@ -474,17 +494,6 @@ def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
     if len(x) == n:
         return x
     return torch.cat([x, x[:1].expand(n - len(x), *x.shape[1:])])
-
-
-def _on(batch: Batch, device: torch.device) -> Batch:
-    if batch.tokens.device == device:
-        return batch
-    return Batch(
-        batch.tokens.to(device),
-        batch.targets.to(device),
-        batch.mask.to(device),
-        {k: v.to(device) for k, v in batch.meta.items()},
-    )
 
 
 __all__ = [
