@@ -11,14 +11,7 @@ import pytest
 
 # lowest first; a module may import its own layer and those before it
 LAYERS = [
-    [
-        "grokscope.errors",
-        "grokscope.devices",
-        "grokscope.config",
-        "grokscope.files",
-        "grokscope.registry",
-        "grokscope.presets",
-    ],
+    ["grokscope.errors", "grokscope.devices", "grokscope.config", "grokscope.files", "grokscope.registry", "grokscope.presets"],
     ["grokscope.tasks", "grokscope.model"],
     ["grokscope.scoring"],
     ["grokscope.run"],
