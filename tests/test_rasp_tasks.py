@@ -222,7 +222,7 @@ def test_suite_writes_one_table_of_tasks_by_encodings(tmp_path, capsys):
         "--suite",
         "zhou2023",
         "--tasks",
-        "count,parity",
+        "count",
         "--pe",
         "learned,rope",
         "--seeds",
@@ -232,15 +232,25 @@ def test_suite_writes_one_table_of_tasks_by_encodings(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 0
     csv_rows = (tmp_path / "suite.csv").read_text().splitlines()
     assert csv_rows[0].startswith("task,pos,seeds,train,lengths_1.5x_2x,in_dist_mean")
-    assert len(csv_rows) == 1 + 4
+    assert len(csv_rows) == 1 + 2
     assert csv_rows[1].startswith("count,learned,1,1-10,15,20,") or csv_rows[1].startswith(
         'count,learned,1,1-10,"15,20"'
     )
+    import csv
+
+    with open(tmp_path / "count" / "lengths.csv", newline="") as f:
+        runs = [r for r in csv.DictReader(f) if r["pos"] == "rope"]
+    with open(tmp_path / "suite.csv", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["pos"] == "rope")
+    by_len = {int(r["length"]): float(r["exact"]) for r in runs}
+    assert float(row["in_dist_mean"]) == pytest.approx(sum(by_len[n] for n in range(1, 11)) / 10, abs=1e-4)
+    assert float(row["at_1.5x_mean"]) == by_len[15] and float(row["at_2x_mean"]) == by_len[20]
+    assert row["generalises_here"] == str(by_len[15] >= 0.9) and row["paper_generalises"] == "True"
     md = (tmp_path / "suite.md").read_text()
-    assert "| count | 1-10 | 15,20 |" in md and "| parity | 1-10 | 15,20 |" in md
+    assert "| count | 1-10 | 15,20 |" in md and "parity" not in md
     assert "| learned | rope | paper | here |" in md
     assert (tmp_path / "suite.png").is_file() and (tmp_path / "count" / "lengths_by_length.png").is_file()
     out = capsys.readouterr().out
     assert "suite.csv" in out
-    with pytest.raises(GrokscopeError, match="--tasks"):
-        main(["lengths", "--suite", "zhou2023", "--tasks", "nope", "--out", str(tmp_path / "x")])
+    assert main(["lengths", "--suite", "zhou2023", "--tasks", "nope", "--out", str(tmp_path / "x")]) != 0
+    assert "bad --tasks 'nope': choose from count, mode" in capsys.readouterr().err
