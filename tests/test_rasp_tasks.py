@@ -208,6 +208,11 @@ def test_lengths_study_of_a_sequence_task_end_to_end_and_resume(tmp_path):
     run = Run.open(tmp_path / "runs" / "pos=learned__seed=0")
     assert (run.config.task.min_len, run.config.task.max_len) == (1, 3)
     assert run.config.model.n_ctx == 6 + 1 + 2  # parity of 6 bits: bits, <sep>, answer, <eos>
+    from grokscope.cli import main  # `eval --digits` reads a sequence run per length too
+
+    assert main(["eval", str(run.path), "--digits", "1-4", "--n-per-cell", "5"]) == 0
+    table = (run.path / "analysis" / "exact_by_length_1-4.csv").read_text().splitlines()
+    assert table[0] == "length,n,exact" and [r.split(",")[0] for r in table[1:]] == ["1", "2", "3", "4"]
     before = (tmp_path / "runs" / "pos=none__seed=0" / "metrics.jsonl").stat().st_mtime_ns
     assert run_study(spec, tmp_path, workers=1, progress=False) == md  # resumed: nothing retrained
     assert (tmp_path / "runs" / "pos=none__seed=0" / "metrics.jsonl").stat().st_mtime_ns == before
