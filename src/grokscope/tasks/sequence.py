@@ -30,7 +30,7 @@ import torch
 from grokscope.errors import GrokscopeError, require
 from grokscope.tasks.base import Batch, step_generator
 from grokscope.tasks.generated import GeneratedTask
-from grokscope.tasks.sampling import row_keys
+from grokscope.tasks.sampling import first_occurrences, row_keys
 
 MAX_LEN = 400
 
@@ -154,10 +154,7 @@ class SequenceTask(GeneratedTask):
             b = self.generate(g, m)
             parts.append(b)
             keys = torch.cat([keys, row_keys(b.tokens)])
-            _, inverse = torch.unique(keys, return_inverse=True)
-            first = torch.full((int(inverse.max()) + 1,), len(keys), dtype=torch.long)
-            first.scatter_reduce_(0, inverse, torch.arange(len(keys)), reduce="amin")
-            idx = first.sort().values
+            idx = first_occurrences(keys)
             if len(idx) >= n:
                 whole = Batch(
                     torch.cat([p.tokens for p in parts]),
