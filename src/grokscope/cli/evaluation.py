@@ -88,7 +88,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_digits(args: argparse.Namespace) -> int:
-    """Each run's exact match on a grid of operand lengths; prints the diagonal len a = len b."""
+    """Each run's exact match on a grid of operand lengths; prints the diagonal len a = len b (a
+    sequence task: its exact match per length)."""
     from grokscope.devices import resolve_device
     from grokscope.files import atomic_write_text
     from grokscope.lengths.grid import length_grid
@@ -106,6 +107,15 @@ def cmd_eval_digits(args: argparse.Namespace) -> int:
         config = run.config
         model = run.model(args.step)
         grid = length_grid(model, config.task, lengths, n=args.n_per_cell, seed=GRID_SEED)
+        if grid.ndim == 1:  # a sequence task: one accuracy per length
+            rows = ["length,n,exact"] + [
+                f"{a},{args.n_per_cell},{grid[i]:.4f}" for i, a in enumerate(lengths)
+            ]
+            atomic_write_text(
+                run.subdir("analysis") / f"exact_by_length_{lo}-{hi}.csv", "\n".join(rows) + "\n"
+            )
+            print(f"| {run.path} | " + " | ".join(f"{v:.2f}" for v in grid) + " |")
+            continue
         rows = ["len_a,len_b,n,exact"] + [
             f"{a},{b},{args.n_per_cell},{grid[i, j]:.4f}"
             for i, a in enumerate(lengths)

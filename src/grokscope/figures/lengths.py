@@ -1,4 +1,5 @@
-"""Figures of a length-generalization study: a heatmap per encoding and accuracy against length.
+"""Figures of a length-generalization study: a heatmap per encoding and accuracy against length
+(a sequence task, with one length per problem, gets the accuracy-by-length curve only).
 
 The plot functions return matplotlib figures (no I/O); the registered specs make them from the study
 folder's `lengths_summary.csv` and `lengths_study.json` (written by `grokscope lengths`).
@@ -50,9 +51,31 @@ def heatmap(pos: str, stats: dict[str, np.ndarray], lengths: list[int], train_di
     return fig
 
 
+def by_length_1d(
+    summary: dict[str, dict[str, np.ndarray]], lengths: list[int], train_lengths: tuple[int, int]
+):
+    """Exact match against the task's length, one line per encoding (mean over seeds, min..max band)."""
+    fig, axes = new_figure(size=(6, 4), layout=None)
+    ax = axes[0, 0]
+    L = np.array(lengths)
+    for pos, s in summary.items():
+        (line,) = ax.plot(L, s["mean"], marker="o", label=pos)
+        ax.fill_between(L, s["min"], s["max"], color=line.get_color(), alpha=0.2)
+    ax.axvspan(train_lengths[0] - 0.5, train_lengths[1] + 0.5, color="grey", alpha=0.12, lw=0)
+    ax.set_xlabel("length")
+    ax.set_ylabel("exact match (greedy)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="grey: trained", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def by_length(summary: dict[str, dict[str, np.ndarray]], lengths: list[int], train_digits: tuple[int, int]):
     """Left: the diagonal len a = len b; right: mean over cells whose longer operand has L digits.
-    Lines are means over seeds, bands their min..max."""
+    Lines are means over seeds, bands their min..max. (1-D summaries: `by_length_1d`.)"""
+    if next(iter(summary.values()))["mean"].ndim == 1:
+        return by_length_1d(summary, lengths, train_digits)
     fig, axes2 = new_figure(1, 2, size=(10, 4), layout=None, sharey=True)
     axes = axes2[0]
     L = np.array(lengths)
@@ -84,24 +107,32 @@ SUMMARY, STUDY = "lengths_summary.csv", "lengths_study.json"
 
 
 def read_summary(folder: Path) -> tuple[dict[str, dict[str, np.ndarray]], list[int], tuple[int, int]]:
-    """({pos: {mean, std, min, max: [len_a, len_b], seeds}}, lengths, train_digits) of a study folder."""
+    """({pos: {mean, std, min, max: [len_a, len_b] or [length], seeds}}, lengths, train_digits) of
+    a study folder."""
     study = json.loads((Path(folder) / STUDY).read_text())
     lengths = [int(n) for n in study["lengths"]]
+    dims = int(study.get("dims", 2))
     index = {n: i for i, n in enumerate(lengths)}
     summary: dict[str, dict[str, np.ndarray]] = {}
     with open(Path(folder) / SUMMARY, newline="") as f:
         for r in csv.DictReader(f):
             s = summary.setdefault(
-                r["pos"], {k: np.full((len(lengths),) * 2, np.nan) for k in ("mean", "std", "min", "max")}
+                r["pos"], {k: np.full((len(lengths),) * dims, np.nan) for k in ("mean", "std", "min", "max")}
             )
-            i, j = index[int(r["len_a"])], index[int(r["len_b"])]
+            if dims == 1:
+                ix: tuple[int, ...] = (index[int(r["length"])],)
+            else:
+                ix = (index[int(r["len_a"])], index[int(r["len_b"])])
             for k in ("mean", "std", "min", "max"):
-                s[k][i, j] = float(r[k])
+                s[k][ix] = float(r[k])
             s["seeds"] = np.array(int(r["seeds"]))
     return summary, lengths, tuple(study["train_digits"])
 
 
 def _encodings(folder: Path) -> list[str]:
+    """The encodings with a heatmap: every one of a 2-D (addition) study, none of a 1-D one."""
+    if (folder / STUDY).is_file() and int(json.loads((folder / STUDY).read_text()).get("dims", 2)) == 1:
+        return []
     with open(folder / SUMMARY, newline="") as f:
         return list(dict.fromkeys(r["pos"] for r in csv.DictReader(f)))
 
@@ -139,5 +170,59 @@ register_figure(
         (SUMMARY, STUDY),
         "lengths_by_length.png",
         _by_length,
+    )
+)
+
+
+# ----------------------------------------------------------------------------- a suite of studies
+SUITE = "suite.csv"
+_SUITE_METRICS = (("in_dist_mean", "in distribution"), ("at_1.5x_mean", "at 1.5x"), ("at_2x_mean", "at 2x"))
+
+
+def suite_heatmaps(rows: list[dict]):
+    """Tasks x encodings, one panel per metric (in-dist, 1.5x, 2x the longest training length); a
+    task's row label carries the paper's verdict (+ generalises, - does not)."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    pes = list(dict.fromkeys(r["pos"] for r in rows))
+    by = {(r["task"], r["pos"]): r for r in rows}
+    fig, axes2 = new_figure(
+        1, 3, size=(3 + 1.1 * len(pes) * 3, 1.2 + 0.45 * len(tasks)), layout=None, sharey=True
+    )
+    for ax, (key, title) in zip(axes2[0], _SUITE_METRICS, strict=True):
+        grid = np.array([[float(by[(t, p)][key]) if (t, p) in by else np.nan for p in pes] for t in tasks])
+        ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for i in range(len(tasks)):
+            for j in range(len(pes)):
+                if not np.isnan(grid[i, j]):
+                    color = "black" if grid[i, j] > 0.6 else "white"
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color)
+        ax.set_xticks(range(len(pes)), pes, fontsize=8)
+        ax.set_title(title, fontsize=10)
+    labels = []
+    for t in tasks:
+        r = next(r for r in rows if r["task"] == t)
+        labels.append(f"{t} ({'+' if r['paper_generalises'] in ('True', True) else '-'})")
+    axes2[0][0].set_yticks(range(len(tasks)), labels, fontsize=8)
+    fig.suptitle("exact match by task and encoding (+/-: the paper's verdict)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _suite(folder: Path, _key):
+    with open(Path(folder) / SUITE, newline="") as f:
+        return suite_heatmaps(list(csv.DictReader(f)))
+
+
+register_figure(
+    FigureSpec(
+        "lengths_suite",
+        "Which tasks length-generalise",
+        "Exact match per task (rows) and positional encoding (columns): in distribution, and at 1.5x "
+        "and 2x the longest training length (mean over seeds). + / - after a task: whether Zhou et al. "
+        "2023 found it generalises.",
+        "lengths",
+        (SUITE,),
+        "suite.png",
+        _suite,
     )
 )

@@ -1,5 +1,6 @@
-"""The length-generalization study: train each encoding x seed on short operands, then read exact
-match on a grid of longer ones.
+"""The length-generalization study: train each encoding x seed on short problems, then read exact
+match on longer ones -- a (len a, len b) grid for addition, one accuracy per length for a sequence
+task (count, mode, copy, sort, parity; `grokscope.tasks.rasp`).
 
 Training runs as an ordinary sweep (`grokscope.sweep`): run folders side by side under
 `OUT/runs/`, in parallel local processes with one thread each, and re-running the same command
@@ -8,11 +9,12 @@ cached in its `analysis/` folder, so a re-run only evaluates what is new.
 
 ```
 OUT/runs/pos=abacus__seed=0/ ...   run folders (plus the sweep's spec/configs/logs/trials.csv)
-OUT/lengths.csv                    pos, seed, len_a, len_b, n, exact   (one row per run and cell)
-OUT/lengths_summary.csv            pos, len_a, len_b, seeds, mean, std, min, max
+OUT/lengths.csv                    pos, seed, len_a, len_b, n, exact   (one row per run and cell;
+                                   sequence tasks: pos, seed, length, n, exact)
+OUT/lengths_summary.csv            pos, len_a, len_b (or length), seeds, mean, std, min, max
 OUT/lengths.md                     in-distribution and diagonal accuracy per encoding (mean ± std)
-OUT/lengths_study.json             the grid's lengths, the training lengths, problems per cell
-OUT/heatmap_<pos>.png              mean over seeds per cell, with the spread written in each cell
+OUT/lengths_study.json             the grid's lengths, the training lengths, problems per cell, dims
+OUT/heatmap_<pos>.png              mean over seeds per cell, with the spread written in each cell (2-D)
 OUT/lengths_by_length.png          accuracy against length, one line per encoding, min-max band
 ```
 The figures are made from the tables by `grokscope.figures.lengths` (the `lengths` verb and
@@ -45,6 +47,9 @@ GRID_SEED = 12345
 
 @dataclass
 class StudySpec:
+    """What to train and read. `train_digits` / `test_digits` are length ranges: operand digits
+    for addition, the task's own length for a sequence task (`--train-lengths`)."""
+
     config: str  # preset name or TOML file
     pes: list[str]
     seeds: list[int]
@@ -67,7 +72,7 @@ def parse_range(text: str, what: str) -> tuple[int, int]:
     except ValueError:
         lo = hi = None
     if lo is None or hi is None or lo < 1 or hi < lo:
-        raise GrokscopeError(f"bad {what} {text!r}: expected a digit range like 1-5 (lengths >= 1)")
+        raise GrokscopeError(f"bad {what} {text!r}: expected a length range like 1-5 (lengths >= 1)")
     return lo, hi
 
 
@@ -87,19 +92,26 @@ def parse_seeds(text: str) -> list[int]:
 
 def study_config(spec: StudySpec) -> tuple[str, RunConfig]:
     """(base, config): the preset or file (as an absolute path) and its config with the study's
-    overrides and training digits applied."""
+    overrides and training lengths applied."""
     from grokscope.config import apply_overrides, from_dict
     from grokscope.presets import load_preset_or_file
 
     base = spec.config
     if Path(base).is_file():
         base = str(Path(base).resolve())
-    lo, hi = spec.train_digits
     data = apply_overrides(load_preset_or_file(base), spec.overrides)
-    kind = data.get("task", {}).get("kind") if isinstance(data.get("task"), dict) else None
-    if kind != "addition":
-        raise GrokscopeError(f"{spec.config}: `grokscope lengths` needs task.kind = 'addition', not {kind!r}")
-    return base, from_dict(apply_overrides(data, [f"task.min_digits={lo}", f"task.max_digits={hi}"]))
+    return base, from_dict(apply_overrides(data, length_overrides(spec, from_dict(data).task)))
+
+
+def length_overrides(spec: StudySpec, task_config) -> list[str]:
+    """`--set`s of the training length range, in the task's own settings (digits or lengths)."""
+    from grokscope.lengths.grid import length_fields
+
+    try:
+        lo_key, hi_key = length_fields(task_config)
+    except GrokscopeError as e:
+        raise GrokscopeError(f"{spec.config}: `grokscope lengths`: {e}") from None
+    return [f"{lo_key}={spec.train_digits[0]}", f"{hi_key}={spec.train_digits[1]}"]
 
 
 def untrained_abacus_note(pes: list[str], train_digits: int, test_digits: int, max_offset: int) -> str | None:
@@ -136,7 +148,7 @@ def sweep_spec(spec: StudySpec, out: Path):
     base, config = study_config(spec)
     lo, hi = spec.train_digits
     if spec.test_digits[1] < hi:
-        raise GrokscopeError(f"--test-digits must reach at least the training length {hi}")
+        raise GrokscopeError(f"--test-lengths must reach at least the training length {hi}")
     if getattr(config.task, "index_hints", False) and spec.test_digits[1] > hi:
         raise GrokscopeError(
             f"task.index_hints: hint tokens name the columns of {hi}-digit training problems only, so "
@@ -144,7 +156,7 @@ def sweep_spec(spec: StudySpec, out: Path):
             "or turn index hints off"
         )
     n_ctx = max(eval_task(config.task, spec.test_digits[1]).n_ctx, config.model.n_ctx)
-    fixed = [*spec.overrides, f"task.min_digits={lo}", f"task.max_digits={hi}", f"model.n_ctx={n_ctx}"]
+    fixed = [*spec.overrides, *length_overrides(spec, config.task), f"model.n_ctx={n_ctx}"]
     table = {
         "sweep": {"name": "lengths", "base": base, "seeds": spec.seeds, "set": fixed},
         "grid": {"model.pos": list(spec.pes)},
@@ -229,38 +241,56 @@ def write_tables(out: Path, spec: StudySpec, grids, summary, note: str | None = 
     """Write lengths.csv, lengths_summary.csv and lengths.md (the table, then `note`); return it."""
     from grokscope.files import atomic_write_text
 
-    L = spec.lengths
+    dims = next(iter(grids.values())).ndim
+    cells = _cells(spec.lengths, dims)  # (key columns, index) per cell
+    names = ["len_a", "len_b"] if dims == 2 else ["length"]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["pos", "seed", "len_a", "len_b", "n", "exact"])
+    w.writerow(["pos", "seed", *names, "n", "exact"])
     for (pos, seed), g in sorted(grids.items()):
-        for i, a in enumerate(L):
-            for j, b in enumerate(L):
-                w.writerow([pos, seed, a, b, spec.n_per_cell, f"{g[i, j]:.4f}"])
+        for key, ix in cells:
+            w.writerow([pos, seed, *key, spec.n_per_cell, f"{g[ix]:.4f}"])
     atomic_write_text(out / "lengths.csv", buf.getvalue())
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["pos", "len_a", "len_b", "seeds", "mean", "std", "min", "max"])
+    w.writerow(["pos", *names, "seeds", "mean", "std", "min", "max"])
     for pos, s in summary.items():
-        for i, a in enumerate(L):
-            for j, b in enumerate(L):
-                w.writerow(
-                    [pos, a, b, int(s["seeds"])]
-                    + [f"{s[k][i, j]:.4f}" for k in ("mean", "std", "min", "max")]
-                )
+        for key, ix in cells:
+            w.writerow(
+                [pos, *key, int(s["seeds"])] + [f"{s[k][ix]:.4f}" for k in ("mean", "std", "min", "max")]
+            )
     atomic_write_text(out / "lengths_summary.csv", buf.getvalue())
 
     md = markdown_table(spec, grids, summary) + (f"\n{note}\n" if note else "")
     atomic_write_text(out / "lengths.md", md)
-    study = {"lengths": spec.lengths, "train_digits": list(spec.train_digits), "n_per_cell": spec.n_per_cell}
+    study = {
+        "lengths": spec.lengths,
+        "train_digits": list(spec.train_digits),
+        "n_per_cell": spec.n_per_cell,
+        "dims": dims,
+    }
     atomic_write_text(out / "lengths_study.json", json.dumps(study) + "\n")
     return md
 
 
+def _cells(lengths: list[int], dims: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(lengths of the cell, its index in the grid), row-major."""
+    if dims == 1:
+        return [((a,), (i,)) for i, a in enumerate(lengths)]
+    return [((a, b), (i, j)) for i, a in enumerate(lengths) for j, b in enumerate(lengths)]
+
+
 def per_run_scores(spec: StudySpec, grid: np.ndarray) -> dict[str, float]:
-    """In-distribution mean (both operands within the training lengths) and the diagonal."""
+    """In-distribution mean (both operands within the training lengths) and the diagonal; for a
+    1-D grid, the mean over the training lengths and each longer length."""
     L = np.array(spec.lengths)
+    lo, hi = spec.train_digits
+    if grid.ndim == 1:
+        inside = (lo <= L) & (hi >= L)
+        scores = {"in-dist": float(grid[inside].mean()) if inside.any() else float("nan")}
+        scores.update({str(n): float(grid[i]) for i, n in enumerate(L) if n > hi})
+        return scores
     inside = (L[:, None] <= spec.train_digits[1]) & (L[None, :] <= spec.train_digits[1])
     inside &= (L[:, None] >= spec.train_digits[0]) & (L[None, :] >= spec.train_digits[0])
     scores = {"in-dist": float(grid[inside].mean()) if inside.any() else float("nan")}
@@ -272,10 +302,16 @@ def markdown_table(spec: StudySpec, grids, summary) -> str:
     """Rows = encodings; columns = in-distribution mean, then the diagonal len a = len b past the
     training range; each cell mean ± std over seeds (exact match, greedy decoding)."""
     cols = ["in-dist"] + [str(n) for n in spec.lengths if n > spec.train_digits[1]]
+    one_d = next(iter(grids.values())).ndim == 1
     lines = [
-        f"Exact match (greedy), mean ± std over seeds, {spec.n_per_cell} problems per cell; "
-        f"trained on {spec.train_digits[0]}-{spec.train_digits[1]} digits; "
-        "in-dist = mean over cells with both lengths in the training range; numbers = len a = len b.",
+        f"Exact match (greedy), mean ± std over seeds, {spec.n_per_cell} problems per "
+        f"{'length' if one_d else 'cell'}; trained on {spec.train_digits[0]}-{spec.train_digits[1]} "
+        + (
+            "(task length); in-dist = mean over the training lengths; numbers = length."
+            if one_d
+            else "digits; in-dist = mean over cells with both lengths in the training range; "
+            "numbers = len a = len b."
+        ),
         "",
         "| pos | seeds | " + " | ".join(cols) + " |",
         "|---|---|" + "---|" * len(cols),
@@ -318,9 +354,26 @@ def run_study(spec: StudySpec, out: str | Path, workers: int | None = None, prog
         raise GrokscopeError(f"no run of the study finished; see {out / 'logs'} and {out / 'trials.csv'}")
     grids = evaluate_runs(runs, spec, workers)
     summary = summarize(grids, spec.pes)
-    offset = study_config(spec)[1].model.abacus_max_offset
-    note = untrained_abacus_note(spec.pes, spec.train_digits[1], spec.test_digits[1], offset)
+    config = study_config(spec)[1]
+    offset = config.model.abacus_max_offset
+    note = None
+    if getattr(config.task, "kind", "") == "addition":
+        note = untrained_abacus_note(spec.pes, spec.train_digits[1], spec.test_digits[1], offset)
     md = write_tables(out, spec, grids, summary, note=note)
     if unfinished:
         md += f"\nNot finished (left out; re-run the same command to resume): {', '.join(unfinished)}\n"
     return md
+
+
+def default_ranges(config: str, overrides: list[str]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(train, test) lengths when the command gives none: addition 1-5 and 1-12 digits; a sequence
+    task its config's min_len..max_len, tested up to twice max_len."""
+    from grokscope.config import apply_overrides, from_dict
+    from grokscope.lengths.grid import check_length_task
+    from grokscope.presets import load_preset_or_file
+
+    task = from_dict(apply_overrides(load_preset_or_file(config), overrides)).task
+    check_length_task(task)
+    if getattr(task, "kind", "") == "addition":
+        return (1, 5), (1, 12)
+    return (task.min_len, task.max_len), (1, 2 * task.max_len)

@@ -9,6 +9,8 @@ from grokscope.tasks.addition import AdditionTask
 from grokscope.tasks.base import Batch, Task, all_true
 from grokscope.tasks.induction import InductionTask
 from grokscope.tasks.modular import ModularTask
+from grokscope.tasks.rasp import CopyTask, CountTask, ModeTask, ParityTask, SortTask
+from grokscope.tasks.sequence import SequenceConfig, SequenceTask
 from grokscope.tasks.skip_trigram import SkipTrigramTask
 
 
@@ -20,9 +22,16 @@ def build_task(task_config: Any, seed: int) -> Task:
 __all__ = [
     "AdditionTask",
     "Batch",
+    "CopyTask",
+    "CountTask",
     "InductionTask",
+    "ModeTask",
     "ModularTask",
+    "ParityTask",
+    "SequenceConfig",
+    "SequenceTask",
     "SkipTrigramTask",
+    "SortTask",
     "Task",
     "all_true",
     "build_task",
