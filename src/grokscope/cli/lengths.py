@@ -14,6 +14,8 @@ def cmd_lengths(args: argparse.Namespace) -> int:
     from grokscope.figures import write_figures
     from grokscope.lengths.study import StudySpec, default_ranges, parse_range, parse_seeds, run_study
 
+    if args.device:
+        args.set = [*args.set, f"train.device={args.device}"]
     if args.suite:
         return _suite(args)
     if not args.config:
@@ -114,5 +116,9 @@ def register(sub) -> None:
     )
     p.add_argument("--out", help="study folder (default runs/lengths); re-run the same command to resume")
     p.add_argument("--workers", type=int, help="runs in parallel, one thread each (default: all cores)")
+    p.add_argument(
+        "--device",
+        help="train.device of every run: auto, cpu, cuda, cuda:N or mps (the grids are read on the CPU)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=cmd_lengths)
