@@ -107,7 +107,7 @@ class InterventionOptions:
     seed: int = 0
     """Seed of the pairs, reference draws and random controls."""
     device: str = "cpu"
-    """where the model runs: auto, cpu, cuda, cuda:N, mps"""
+    """Where the model runs: cpu (the default, and the tested path), auto, cuda, cuda:N or mps."""
 
 
 @dataclass
