@@ -37,8 +37,11 @@ def test_auto_takes_bf16_only_where_the_cpu_runs_it_natively(features, native):
 def test_explicit_precisions_are_kept_and_emulated_bf16_is_said():
     assert resolve_precision("fp32", CPU, AMX).used == "fp32"
     slow = resolve_precision("bf16", CPU, AVX2)
-    assert slow.used == "bf16" and "emulated" in slow.why and "15x" in slow.why
-    assert "emulated" not in resolve_precision("bf16", CPU, AMX).why
+    assert slow.used == "bf16" and slow.emulated and "emulated" in slow.why and "15x" in slow.why
+    assert slow.worth_a_note
+    native = resolve_precision("bf16", CPU, AMX)
+    assert not native.emulated and not native.worth_a_note and "emulated" not in native.why
+    assert resolve_precision("auto", CPU, AVX2).worth_a_note  # a choice made for the user is said
     assert resolve_precision("tf32", CPU, AVX2).used == "fp32"  # TF32 is a CUDA setting
 
 

@@ -109,7 +109,13 @@ class Precision:
 
     asked: str
     used: str
-    why: str  # one line, for the note the trainer prints and the folder records
+    why: str  # one line, for the note the trainer prints
+    emulated: bool = False  # bf16 on hardware without it: correct, but about 15x the cost of fp32
+
+    @property
+    def worth_a_note(self) -> bool:
+        """Whether the trainer should say what it chose: a choice it made, or a slow path asked for."""
+        return self.used != self.asked or self.emulated
 
     def context(self, device: torch.device) -> contextlib.AbstractContextManager:
         """The context the model's forward runs in (bf16 autocast, TF32 matmuls, or nothing)."""
@@ -144,6 +150,7 @@ def resolve_precision(
             "bf16",
             f"bf16 as asked, but emulated: {_no_bf16(device, features)}, so each step costs about 15x "
             "fp32 (train.precision = 'auto' takes fp32 here)",
+            emulated=True,
         )
     if asked == "tf32" and device.type != "cuda":
         return Precision(asked, "fp32", f"fp32: TF32 is a CUDA setting and this run is on {device.type}")

@@ -293,7 +293,7 @@ class Trainer:
         total = cfg.steps
         positions = task.loss_positions
         device, precision = self.device, self.precision
-        if precision.used != precision.asked or precision.asked == "bf16":
+        if precision.worth_a_note:
             print(f"note: train.precision = {precision.asked!r}: {precision.why}")
         host_evals = task.eval_sets()
         evals = {name: b.to(device) for name, b in host_evals.items()}  # moved once, not per step
