@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from grokscope.config import apply_overrides, from_dict
 from grokscope.presets import load_preset_or_file
+from grokscope.run import Run
 from grokscope.train import train
 
 
@@ -28,3 +30,14 @@ def tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train(make_config("tiny"), out, progress=False)
     return out
+
+
+def wait_for_step(out: Path, step: int, timeout: float = 120) -> None:
+    """Wait until the run in `out` (trained by a subprocess) has logged `step`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = Run(out).read_metrics() if (out / "metrics.jsonl").exists() else []
+        if rows and rows[-1]["step"] >= step:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"training never reached step {step}")

@@ -12,7 +12,7 @@ import torch
 
 from grokscope.run import Run
 from grokscope.train import resume, train
-from tests.conftest import make_config
+from tests.conftest import make_config, wait_for_step
 
 STEPS = 400
 # One thread so that the subprocess and this process compute matmuls identically.
@@ -48,16 +48,6 @@ def _start(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_step(out: Path, step: int, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        rows = Run(out).read_metrics() if (out / "metrics.jsonl").exists() else []
-        if rows and rows[-1]["step"] >= step:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"training never reached step {step}")
-
-
 def _assert_same(weights, reference):
     assert weights.keys() == reference.keys()
     for name in reference:
@@ -69,7 +59,7 @@ def _assert_same(weights, reference):
 def test_signal_saves_state_and_resume_is_bit_exact(tmp_path, reference, sig):
     out = tmp_path / "run"
     proc = _start(out)
-    _wait_for_step(out, 100)
+    wait_for_step(out, 100)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -91,7 +81,7 @@ def test_kill_9_mid_write_then_resume_is_bit_exact(tmp_path, reference):
         if proc is None:
             args = [sys.executable, "-m", "grokscope", "resume", str(out), "--quiet"]
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _wait_for_step(out, 20)
+        wait_for_step(out, 20)
         time.sleep(kill_after)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

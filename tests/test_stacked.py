@@ -22,7 +22,7 @@ from grokscope.train.stacked import (
     seed_folders,
     train_stacked,
 )
-from tests.conftest import make_config
+from tests.conftest import make_config, wait_for_step
 
 STEPS = 100
 # one thread: the subprocesses below and this process then compute matmuls identically
@@ -165,21 +165,11 @@ def _start(parent: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_step(out: Path, step: int, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        rows = Run(out).read_metrics() if (out / "metrics.jsonl").exists() else []
-        if rows and rows[-1]["step"] >= step:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"training never reached step {step}")
-
-
 @pytest.mark.slow
 def test_sigterm_then_stacked_resume_is_bit_exact(tmp_path, stacked_reference):
     proc = _start(tmp_path)
     outs = [tmp_path / f"tiny-s{s}" for s in (0, 1, 2)]
-    _wait_for_step(outs[0], 60)
+    wait_for_step(outs[0], 60)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -212,7 +202,7 @@ def test_kill_9_then_stacked_resume_is_bit_exact(tmp_path, stacked_reference):
         else:
             args = [sys.executable, "-m", "grokscope", "resume", *map(str, outs), "--quiet"]
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _wait_for_step(outs[0], 20)
+        wait_for_step(outs[0], 20)
         time.sleep(kill_after)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
