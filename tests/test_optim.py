@@ -10,8 +10,8 @@ from grokscope.errors import GrokscopeError
 from grokscope.run import Run
 from grokscope.train import resume, train
 from grokscope.train.optim import lr_at
-from tests.conftest import make_config
-from tests.test_resume import OVERRIDES, STEPS, _assert_same, _final_weights, _start, _wait_for_step
+from tests.conftest import make_config, wait_for_step
+from tests.test_resume import OVERRIDES, STEPS, _assert_same, _final_weights, _start
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -48,7 +48,7 @@ def test_a_cosine_run_stopped_and_resumed_matches_an_uninterrupted_one(tmp_path)
     train(make_config("tiny", f"train.steps={STEPS}", *OVERRIDES, *cosine), reference, progress=False)
     out = tmp_path / "run"
     proc = _start(out, *cosine)
-    _wait_for_step(out, 100)
+    wait_for_step(out, 100)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert 100 <= Run(out).load_state()[1]["step"] < STEPS

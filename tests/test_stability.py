@@ -26,8 +26,8 @@ from grokscope.sweep.spec import load_spec
 from grokscope.tasks.base import Batch
 from grokscope.train import resume, train
 from grokscope.train.optim import OrthoAdamW, OrthoSGD, build_optimizer, nlm_cosine, orthogonalize_
-from tests.conftest import make_config
-from tests.test_resume import OVERRIDES, STEPS, _assert_same, _final_weights, _start, _wait_for_step
+from tests.conftest import make_config, wait_for_step
+from tests.test_resume import OVERRIDES, STEPS, _assert_same, _final_weights, _start
 
 F32_RES = 2.0**-23  # float32's spacing just above 1
 
@@ -281,7 +281,7 @@ def test_an_orthoadamw_run_stopped_and_resumed_matches_an_uninterrupted_one(tmp_
     train(make_config("tiny", f"train.steps={STEPS}", *OVERRIDES, *extra), reference, progress=False)
     out = tmp_path / "run"
     proc = _start(out, *extra)
-    _wait_for_step(out, 100)
+    wait_for_step(out, 100)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     tensors, info = Run(out).load_state()
